@@ -27,6 +27,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     let includes = [root.clone(), protoc_bin_vendored::include_path()?];
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // Event payloads name their type in the envelope (`prost::Name::full_name`).
+    config.enable_type_names();
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("campaignos_descriptor.bin"))
         .compile_with_config(config, &protos, &includes)?;

@@ -25,7 +25,7 @@ impl std::str::FromStr for Environment {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DatabaseSettings {
     /// Connection URL; its user owns the schemas (runs migrations) and the app switches to
     /// `app_role` for tenant work.
@@ -56,7 +56,7 @@ pub struct TelemetrySettings {
     pub log_dir: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CryptoSettings {
     /// `kid:base64key,...`; None in dev means "generate and keep a local ring".
     pub keys: Option<String>,
@@ -180,4 +180,25 @@ pub fn valid_identifier(s: &str) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
         && s.len() <= 63
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+// Hand-written Debug: these hold key material and credentials, and configs get logged.
+impl std::fmt::Debug for CryptoSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CryptoSettings")
+            .field("keys", &self.keys.as_ref().map(|_| "[REDACTED]"))
+            .field("active_key_id", &self.active_key_id)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &"[REDACTED]")
+            .field("max_connections", &self.max_connections)
+            .field("app_role", &self.app_role)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
 }

@@ -197,6 +197,7 @@ pub async fn migrate_schema(
     schema: &str,
     migrator: &Migrator,
     app_role: &str,
+    system_only_tables: &[&str],
 ) -> Result<(), DbError> {
     check_identifier(schema)?;
     check_identifier(app_role)?;
@@ -220,6 +221,15 @@ pub async fn migrate_schema(
         ),
     )
     .await?;
+    // Tables only the owner role touches (signing keys, platform audit): the app role gets nothing.
+    for table in system_only_tables {
+        check_identifier(table)?;
+        exec_ddl(
+            &mut *conn,
+            format!("REVOKE ALL ON {schema}.{table} FROM {app_role}"),
+        )
+        .await?;
+    }
     Ok(())
 }
 

@@ -1,0 +1,32 @@
+//! Identity's own settings (the shared ones are in `cos_config::CommonConfig`).
+
+use std::net::SocketAddr;
+
+use cos_config::Reader;
+
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// Where the gRPC server listens.
+    pub grpc_addr: SocketAddr,
+    /// Where /healthz, /readyz and /metrics listen.
+    pub admin_addr: SocketAddr,
+    /// Lifetime of the access tokens minted for API keys (short: revocation takes effect when
+    /// the gateway next asks).
+    pub api_key_token_ttl_secs: u64,
+}
+
+impl IdentityConfig {
+    pub fn read(r: &mut Reader<'_>) -> Self {
+        Self {
+            grpc_addr: r.get(
+                "identity.grpc_addr",
+                SocketAddr::from(([127, 0, 0, 1], 50051)),
+            ),
+            admin_addr: r.get(
+                "identity.admin_addr",
+                SocketAddr::from(([127, 0, 0, 1], 9101)),
+            ),
+            api_key_token_ttl_secs: r.get("identity.api_key_token_ttl_secs", 300),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The identity service: users, tenants, memberships and roles, sessions (refresh-token families),
+//! API keys, the JWKS that verifies access tokens everywhere, and the audit log.
+
+pub mod config;
+pub mod domain;
+mod error;
+pub mod events;
+mod grpc;
+pub mod keys;
+mod store;
+
+use std::sync::Arc;
+
+use argon2::password_hash::PasswordHasher;
+use cos_auth::{AuthLayer, KeySet, MethodPolicies, TokenIssuer, TokenVerifier};
+use cos_config::CommonConfig;
+use cos_crypto::KeyRing;
+use cos_db::Db;
+use cos_proto::identity::v1::identity_service_server::IdentityServiceServer;
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::IdentityConfig;
+pub use grpc::IdentityGrpc;
+
+/// Identity's migrations, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+/// The PostgreSQL schema identity owns.
+pub const SCHEMA: &str = "identity";
+/// The gRPC service it hosts.
+pub const GRPC_SERVICE: &str = "campaignos.identity.v1.IdentityService";
+/// Tables the app role never touches: only the owner role (system transactions) does.
+const SYSTEM_ONLY_TABLES: &[&str] = &["signing_keys", "platform_audit_log"];
+
+/// Applies identity's migrations and its outbox/inbox tables.
+pub async fn migrate(conn: &mut sqlx::PgConnection, app_role: &str) -> anyhow::Result<()> {
+    cos_db::migrate_schema(conn, SCHEMA, &MIGRATOR, app_role, SYSTEM_ONLY_TABLES).await?;
+    cos_events::ensure_tables(conn, SCHEMA, app_role).await?;
+    Ok(())
+}
+
+/// A built identity service, ready to serve.
+pub struct Identity {
+    api: Arc<grpc::IdentityApi>,
+    verifier: TokenVerifier,
+}
+
+impl Identity {
+    /// Loads (or on first start creates) the signing key and prepares the handlers.
+    pub async fn build(
+        db: Db,
+        keyring: &KeyRing,
+        common: &CommonConfig,
+        config: &IdentityConfig,
+    ) -> anyhow::Result<Self> {
+        let signing = keys::load_or_create(&db, keyring).await?;
+        let keyset = KeySet::new();
+        keyset.replace(&signing.published)?;
+        let verifier = TokenVerifier::new(keyset, &common.auth.issuer, &common.auth.audience);
+        let issuer = TokenIssuer::new(
+            signing.active,
+            &common.auth.issuer,
+            &common.auth.audience,
+            common.auth.access_ttl,
+        );
+        let dummy_hash = tokio::task::spawn_blocking(|| {
+            argon2::Argon2::default()
+                .hash_password(cos_auth::random_token(24).as_bytes())
+                .map(|h| h.to_string())
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
+        let api = grpc::IdentityApi {
+            db,
+            issuer,
+            jwks: signing.published,
+            refresh_ttl: common.auth.refresh_ttl,
+            api_key_token_ttl: std::time::Duration::from_secs(config.api_key_token_ttl_secs),
+            platform_admin_emails: common.auth.platform_admin_emails.clone(),
+            dummy_hash,
+        };
+        Ok(Self {
+            api: Arc::new(api),
+            verifier,
+        })
+    }
+
+    /// The verifier for tokens this identity issues (in-process callers share it).
+    pub fn verifier(&self) -> TokenVerifier {
+        self.verifier.clone()
+    }
+
+    /// Serves gRPC (identity, health, reflection) on `listener` until `shutdown` fires; in-flight
+    /// calls finish first.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<IdentityServiceServer<IdentityGrpc>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cos_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let policies = MethodPolicies::for_services(&[GRPC_SERVICE]);
+        tracing::info!(addr = %listener.local_addr()?, "identity gRPC listening");
+        tonic::transport::Server::builder()
+            .layer(cos_telemetry::GrpcServerTelemetryLayer::new("identity"))
+            .layer(AuthLayer::new(self.verifier.clone(), policies))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(IdentityServiceServer::new(IdentityGrpc(self.api)))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                shutdown.cancelled_owned(),
+            )
+            .await?;
+        tracing::info!("identity gRPC stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,318 @@
+//! Starting services: one (`campaign-os serve <service>`, a Kubernetes Deployment) or the whole
+//! mesh in one process (`campaign-os up`, and the end-to-end tests), each service on its own
+//! port and talking real gRPC and RabbitMQ even when they share a process.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cos_crypto::KeyRing;
+use cos_db::{Db, PoolSettings};
+use cos_events::{OutboxRelay, RelayConfig};
+use cos_gateway::Gateway;
+use cos_identity::Identity;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::Settings;
+
+type Tasks = JoinSet<(&'static str, anyhow::Result<()>)>;
+
+/// Sockets the mesh serves on. Binding happens before start, so callers (tests) can use port 0
+/// and learn the real ports.
+pub struct MeshListeners {
+    pub identity: TcpListener,
+    pub gateway: TcpListener,
+    pub identity_admin: Option<TcpListener>,
+    pub gateway_admin: Option<TcpListener>,
+}
+
+impl MeshListeners {
+    /// The configured addresses.
+    pub async fn bind(settings: &Settings) -> anyhow::Result<Self> {
+        let bind = |addr: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}"))
+        };
+        Ok(Self {
+            identity: bind(
+                settings.identity.grpc_addr,
+                "identity gRPC, COS_IDENTITY__GRPC_ADDR",
+            )
+            .await?,
+            gateway: bind(
+                settings.gateway.http_addr,
+                "gateway HTTP, COS_GATEWAY__HTTP_ADDR",
+            )
+            .await?,
+            identity_admin: Some(
+                bind(
+                    settings.identity.admin_addr,
+                    "identity admin, COS_IDENTITY__ADMIN_ADDR",
+                )
+                .await?,
+            ),
+            gateway_admin: Some(
+                bind(
+                    settings.gateway.admin_addr,
+                    "gateway admin, COS_GATEWAY__ADMIN_ADDR",
+                )
+                .await?,
+            ),
+        })
+    }
+
+    /// Random free ports on 127.0.0.1 (tests, benchmarks).
+    pub async fn ephemeral() -> anyhow::Result<Self> {
+        let any = || TcpListener::bind("127.0.0.1:0");
+        Ok(Self {
+            identity: any().await?,
+            gateway: any().await?,
+            identity_admin: Some(any().await?),
+            gateway_admin: Some(any().await?),
+        })
+    }
+}
+
+fn pool_settings(settings: &Settings) -> PoolSettings {
+    let d = &settings.common.database;
+    PoolSettings {
+        url: d.url.clone(),
+        max_connections: d.max_connections,
+        app_role: d.app_role.clone(),
+        acquire_timeout: d.acquire_timeout,
+    }
+}
+
+fn spawn_admin(
+    tasks: &mut Tasks,
+    name: &'static str,
+    listener: Option<TcpListener>,
+    checks: Vec<std::sync::Arc<dyn cos_telemetry::ReadinessCheck>>,
+    shutdown: &CancellationToken,
+) {
+    if let Some(listener) = listener {
+        let server =
+            cos_telemetry::AdminServer::new(name, cos_telemetry::install_metrics(), checks);
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            (
+                name,
+                server.serve(listener, shutdown).await.map_err(Into::into),
+            )
+        });
+    }
+}
+
+/// Starts identity (gRPC server, outbox relay, admin endpoint) on `tasks`.
+pub async fn start_identity(
+    settings: &Settings,
+    keyring: &KeyRing,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: &CancellationToken,
+    tasks: &mut Tasks,
+) -> anyhow::Result<()> {
+    let db = Db::connect(&pool_settings(settings))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL (COS_DATABASE__URL): {e}"))?;
+    let identity =
+        Identity::build(db.clone(), keyring, &settings.common, &settings.identity).await?;
+    let relay = OutboxRelay::new(
+        db.pool().clone(),
+        RelayConfig::new(cos_identity::SCHEMA, settings.common.amqp.url.clone())
+            .with_exchange(settings.common.amqp.exchange.clone()),
+    )?;
+    let pool = db.pool().clone();
+    let checks = vec![cos_telemetry::readiness_check("postgres", move || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query("SELECT 1")
+                .execute(&pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })];
+    spawn_admin(tasks, "identity-admin", admin, checks, shutdown);
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        (
+            "identity-outbox-relay",
+            relay.run(token).await.map_err(Into::into),
+        )
+    });
+    let token = shutdown.clone();
+    tasks.spawn(async move { ("identity", identity.serve(listener, token).await) });
+    Ok(())
+}
+
+/// Starts the gateway (HTTP server, JWKS refresher, admin endpoint) on `tasks`.
+pub async fn start_gateway(
+    settings: &Settings,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: &CancellationToken,
+    tasks: &mut Tasks,
+) -> anyhow::Result<()> {
+    let gateway = Gateway::build(&settings.common, settings.gateway.clone()).await?;
+    // Wait (briefly) for identity's keys so the first requests don't bounce; the refresher keeps
+    // trying in the background if identity is slower than this.
+    for attempt in 0..50 {
+        match gateway.refresh_jwks().await {
+            Ok(_) => break,
+            Err(e) if attempt == 49 => {
+                tracing::warn!(error = %e, "identity JWKS not available yet; continuing")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    spawn_admin(
+        tasks,
+        "gateway-admin",
+        admin,
+        gateway.readiness_checks(),
+        shutdown,
+    );
+    let refresher =
+        gateway.spawn_jwks_refresher(settings.common.auth.jwks_refresh, shutdown.clone());
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        let result = gateway.serve(listener, token).await;
+        refresher.abort();
+        ("gateway", result)
+    });
+    Ok(())
+}
+
+/// The whole mesh in this process.
+pub struct Mesh {
+    pub gateway_addr: SocketAddr,
+    pub identity_addr: SocketAddr,
+    pub gateway_admin_addr: Option<SocketAddr>,
+    pub identity_admin_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: Tasks,
+}
+
+impl Mesh {
+    /// Starts identity and the gateway; the gateway reaches identity over gRPC on its real port.
+    pub async fn start(
+        mut settings: Settings,
+        keyring: KeyRing,
+        listeners: MeshListeners,
+    ) -> anyhow::Result<Self> {
+        let identity_addr = listeners.identity.local_addr()?;
+        let gateway_addr = listeners.gateway.local_addr()?;
+        let identity_admin_addr = listeners
+            .identity_admin
+            .as_ref()
+            .and_then(|l| l.local_addr().ok());
+        let gateway_admin_addr = listeners
+            .gateway_admin
+            .as_ref()
+            .and_then(|l| l.local_addr().ok());
+        let connect_host = if identity_addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            identity_addr.ip().to_string()
+        };
+        settings.gateway.upstreams.insert(
+            cos_identity::GRPC_SERVICE.to_owned(),
+            format!("http://{connect_host}:{}", identity_addr.port()),
+        );
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let started = async {
+            start_identity(
+                &settings,
+                &keyring,
+                listeners.identity,
+                listeners.identity_admin,
+                &shutdown,
+                &mut tasks,
+            )
+            .await?;
+            start_gateway(
+                &settings,
+                listeners.gateway,
+                listeners.gateway_admin,
+                &shutdown,
+                &mut tasks,
+            )
+            .await
+        }
+        .await;
+        if let Err(e) = started {
+            shutdown.cancel();
+            while tasks.join_next().await.is_some() {}
+            return Err(e);
+        }
+        Ok(Self {
+            gateway_addr,
+            identity_addr,
+            gateway_admin_addr,
+            identity_admin_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn gateway_url(&self) -> String {
+        format!("http://{}", self.gateway_addr)
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Runs until `signal` resolves or a component fails, then shuts everything down gracefully.
+    pub async fn run_until(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        tokio::select! {
+            _ = signal => tracing::info!("shutdown requested"),
+            Some(done) = self.tasks.join_next() => {
+                match done {
+                    Ok((name, Ok(()))) => tracing::warn!(component = name, "component stopped unexpectedly"),
+                    Ok((name, Err(e))) => tracing::error!(component = name, error = %e, "component failed"),
+                    Err(e) => tracing::error!(error = %e, "component panicked"),
+                }
+            }
+        }
+        self.stop().await
+    }
+
+    /// Graceful stop: servers stop accepting, in-flight requests finish, the relay finishes its
+    /// batch; anything still running after 30 s is abandoned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let drain = async {
+            let mut first_error = None;
+            while let Some(done) = self.tasks.join_next().await {
+                match done {
+                    Ok((_, Ok(()))) => {}
+                    Ok((name, Err(e))) => {
+                        tracing::error!(component = name, error = %e, "component failed during shutdown");
+                        first_error.get_or_insert(e);
+                    }
+                    Err(e) if e.is_cancelled() => {}
+                    Err(e) => {
+                        first_error.get_or_insert(anyhow::anyhow!("component panicked: {e}"));
+                    }
+                }
+            }
+            first_error
+        };
+        match tokio::time::timeout(Duration::from_secs(30), drain).await {
+            Ok(None) => Ok(()),
+            Ok(Some(e)) => Err(e),
+            Err(_) => {
+                self.tasks.abort_all();
+                anyhow::bail!("shutdown did not finish within 30 s")
+            }
+        }
+    }
+}
