@@ -74,7 +74,9 @@ impl Password {
         if n > Self::MAX_CHARS {
             return Err(format!("must be at most {} characters", Self::MAX_CHARS));
         }
-        if raw.chars().all(|c| Some(c) == raw.chars().next()) {
+        if let Some(first) = raw.chars().next()
+            && raw.chars().all(|c| c == first)
+        {
             return Err("must not be one repeated character".into());
         }
         Ok(Self(raw.to_owned()))
