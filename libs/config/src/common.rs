@@ -35,13 +35,13 @@ pub struct DatabaseSettings {
     pub acquire_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AmqpSettings {
     pub url: String,
     pub exchange: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisSettings {
     pub url: String,
     /// Prefix of every key this deployment writes (tests use a unique one each).
@@ -199,6 +199,24 @@ impl std::fmt::Debug for DatabaseSettings {
             .field("max_connections", &self.max_connections)
             .field("app_role", &self.app_role)
             .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AmqpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpSettings")
+            .field("url", &"[REDACTED]")
+            .field("exchange", &self.exchange)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &"[REDACTED]")
+            .field("key_prefix", &self.key_prefix)
             .finish()
     }
 }
