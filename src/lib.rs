@@ -41,9 +41,18 @@ pub fn migrators() -> Vec<(&'static str, &'static sqlx::migrate::Migrator)> {
     vec![(cos_identity::SCHEMA, &cos_identity::MIGRATOR)]
 }
 
-/// Identifies the current set of migrations (test template databases are keyed by it).
+/// Identifies the current schema shape: every service's migrations, the shared outbox/inbox DDL
+/// and the role bootstrap (test template databases are keyed by it, so changing any of them
+/// builds a fresh template).
 pub fn migrations_fingerprint() -> String {
-    cos_db::migrations_fingerprint(migrators())
+    format!(
+        "{}_{}",
+        cos_db::migrations_fingerprint(migrators()),
+        cos_db::text_fingerprint(&[
+            &cos_events::tables_ddl("s", "r"),
+            cos_db::BOOTSTRAP_REVISION
+        ])
+    )
 }
 
 /// Creates the database if needed, bootstraps roles, and migrates every service's schema.

@@ -1,6 +1,6 @@
 //! `campaign-os`: one binary for every way of running Campaign OS.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use campaign_os::{Mesh, MeshListeners, Settings};
@@ -27,7 +27,7 @@ enum Command {
     /// Migrate, then run every service and the gateway in this process (development, demos).
     Up {
         /// Where a generated development key ring is kept when COS_CRYPTO__KEYS is unset.
-        #[arg(long, default_value = ".campaign-os/dev-keyring")]
+        #[arg(long, default_value = DEV_KEYRING)]
         dev_keyring: PathBuf,
     },
     /// Run one service (what each Kubernetes Deployment runs).
@@ -49,6 +49,8 @@ enum Service {
     Gateway,
 }
 
+/// Where `up` keeps a generated key ring outside production (`serve` and the CLI read it too).
+const DEV_KEYRING: &str = ".campaign-os/dev-keyring";
 const DEMO_EMAIL: &str = "demo@campaign-os.local";
 const DEMO_PASSWORD: &str = "demo-password-123";
 
@@ -198,7 +200,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::RotateSigningKey => {
             let mut guard = telemetry(&settings, "rotate-signing-key")?;
-            let keyring = campaign_os::load_keyring(&settings.common, None)?;
+            let keyring =
+                campaign_os::load_keyring(&settings.common, Some(Path::new(DEV_KEYRING)))?;
             let d = &settings.common.database;
             let db = cos_db::Db::connect(&cos_db::PoolSettings {
                 url: d.url.clone(),
@@ -274,7 +277,8 @@ async fn serve(service: Service, settings: Settings) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     match service {
         Service::Identity => {
-            let keyring = campaign_os::load_keyring(&settings.common, None)?;
+            let keyring =
+                campaign_os::load_keyring(&settings.common, Some(Path::new(DEV_KEYRING)))?;
             let listener = tokio::net::TcpListener::bind(settings.identity.grpc_addr).await?;
             let admin = tokio::net::TcpListener::bind(settings.identity.admin_addr).await?;
             campaign_os::mesh::start_identity(

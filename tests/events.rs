@@ -24,23 +24,29 @@ async fn next_event(
 }
 
 #[tokio::test]
-async fn registering_publishes_user_registered_and_tenant_created() {
+async fn registering_publishes_user_registered_tenant_created_and_member_added() {
     let t = spawn_mesh().await;
     let (_conn, mut consumer) = t.amqp.subscribe("identity.#").await.unwrap();
     let auth = t.register("events@example.com", "Evented").await;
     let mut seen = Vec::new();
-    while seen.len() < 2 {
+    while seen.len() < 3 {
         let (key, env) = next_event(&mut consumer, Duration::from_secs(15))
             .await
             .expect("events arrive");
         seen.push((key, env));
     }
     seen.sort_by(|a, b| a.0.cmp(&b.0));
-    let (key, tenant_env) = &seen[0];
+    let (key, member_env) = &seen[0];
+    assert_eq!(key, "identity.member.added");
+    let member: cos_proto::identity::v1::MemberChanged =
+        cos_events::decode_payload(member_env).unwrap();
+    assert_eq!(member.role, "owner");
+    assert_eq!(member.user_id, auth["user"]["id"].as_str().unwrap());
+    let (key, tenant_env) = &seen[1];
     assert_eq!(key, "identity.tenant.created");
     let tenant: TenantCreated = cos_events::decode_payload(tenant_env).unwrap();
     assert_eq!(tenant.name, "Evented");
-    let (key, user_env) = &seen[1];
+    let (key, user_env) = &seen[2];
     assert_eq!(key, "identity.user.registered");
     assert_eq!(user_env.r#type, "identity.user.registered");
     assert_eq!(user_env.source, "identity");

@@ -490,3 +490,60 @@ async fn jwks_and_openapi_are_served() {
     assert!(headers.get("x-request-id").is_some());
     t.stop().await;
 }
+
+#[tokio::test]
+async fn an_api_key_never_outranks_its_creator_and_dies_with_their_membership() {
+    let t = spawn_mesh().await;
+    let owner = t.register("boss@example.com", "Boss Co").await;
+    let ot = access_token(&owner);
+    let tenant = owner["tenant"]["id"].as_str().unwrap().to_owned();
+    let x = t.register("x@example.com", "X's own").await;
+    let x_id = x["user"]["id"].as_str().unwrap().to_owned();
+    let (s, _) = t
+        .post(
+            "/v1/members",
+            Some(&ot),
+            json!({"email": "x@example.com", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let x_admin = t.login("x@example.com", Some(&tenant)).await;
+    let (s, key) = t
+        .post(
+            "/v1/api-keys",
+            Some(&access_token(&x_admin)),
+            json!({"name": "x-key", "scopes": ["members.read", "audit.read"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{key}");
+    let secret = key["secret"].as_str().unwrap().to_owned();
+    let (s, _) = t.get("/v1/audit-log", Some(&secret)).await;
+    assert_eq!(s, 200);
+    // Creator demoted to viewer: the key keeps only what a viewer may do.
+    let (s, _, _) = t
+        .call(
+            Method::PATCH,
+            &format!("/v1/members/{x_id}"),
+            Some(&ot),
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, body) = t.get("/v1/audit-log", Some(&secret)).await;
+    assert_problem(s, &body, 403, None);
+    let (s, _) = t.get("/v1/members", Some(&secret)).await;
+    assert_eq!(s, 200);
+    // Creator removed: the key stops working.
+    let (s, _, _) = t
+        .call(
+            Method::DELETE,
+            &format!("/v1/members/{x_id}"),
+            Some(&ot),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (s, body) = t.get("/v1/members", Some(&secret)).await;
+    assert_problem(s, &body, 401, None);
+    t.stop().await;
+}

@@ -60,3 +60,63 @@ async fn a_tenant_over_its_per_minute_budget_gets_429() {
     assert_eq!(status, 200);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn rejected_and_unknown_requests_still_spend_the_ip_budget() {
+    let t = spawn_mesh_with(&[("COS_GATEWAY__RATE_LIMIT__PER_IP_PER_MINUTE", "4")]).await;
+    let (s1, _) = t.get("/v1/me", None).await;
+    let (s2, _) = t.get("/v1/me", Some("forged.token.here")).await;
+    let (s3, _) = t.get("/v1/does-not-exist", None).await;
+    let (s4, _, _) = t.call(reqwest::Method::DELETE, "/v1/me", None, None).await;
+    assert_eq!((s1, s2, s3, s4), (401, 401, 404, 405));
+    let (status, body) = t.get("/v1/me", None).await;
+    assert_problem(status, &body, 429, None);
+    assert_eq!(body["metadata"]["scope"], "ip");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_last_forwarded_hop_is_the_client() {
+    let t = spawn_mesh_with(&[
+        ("COS_GATEWAY__RATE_LIMIT__PER_IP_PER_MINUTE", "2"),
+        ("COS_GATEWAY__TRUST_FORWARDED_FOR", "true"),
+    ])
+    .await;
+    let send = |xff: &'static str| {
+        t.http
+            .get(t.url("/.well-known/jwks.json"))
+            .header("x-forwarded-for", xff)
+            .send()
+    };
+    // A client forging the first hop does not get a fresh budget: the proxy's hop decides.
+    for forged in ["1.1.1.1, 203.0.113.7", "2.2.2.2, 203.0.113.7"] {
+        assert_eq!(send(forged).await.unwrap().status(), 200);
+    }
+    assert_eq!(send("3.3.3.3, 203.0.113.7").await.unwrap().status(), 429);
+    // Another real client behind the same proxy has its own budget.
+    assert_eq!(send("198.51.100.9").await.unwrap().status(), 200);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn without_redis_the_gateway_still_serves_unlimited() {
+    let t = spawn_mesh_with(&[
+        ("COS_REDIS__URL", "redis://127.0.0.1:1"),
+        ("COS_GATEWAY__RATE_LIMIT__AUTH_PER_IP_PER_MINUTE", "1"),
+    ])
+    .await;
+    let a = t.register("noredis@example.com", "No Redis").await;
+    let (status, _) = t.get("/v1/me", Some(&access_token(&a))).await;
+    assert_eq!(status, 200);
+    // The limiter fails open: a second auth call is not refused.
+    t.login("noredis@example.com", None).await;
+    let admin = t.mesh.as_ref().unwrap().gateway_admin_addr.unwrap();
+    let ready = t
+        .http
+        .get(format!("http://{admin}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    t.stop().await;
+}

@@ -70,9 +70,11 @@ impl Gateway {
             .get("campaignos.identity.v1.IdentityService")
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("no upstream for the identity service"))?;
+        // Redis is a soft dependency: the limiter connects lazily and fails open, so the API
+        // keeps serving (unlimited, counted in cos_gateway_rate_limiter_errors_total) while Redis
+        // is away. Only a malformed URL stops start-up.
         let limiter = RateLimiter::connect(&common.redis.url, &common.redis.key_prefix)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to Redis (COS_REDIS__URL): {e}"))?;
+            .map_err(|e| anyhow::anyhow!("COS_REDIS__URL: {e}"))?;
         let mut doc = openapi::document(&routes, "Campaign OS API", env!("CARGO_PKG_VERSION"));
         if let Some(url) = &config.public_url {
             doc["servers"] = serde_json::json!([{ "url": url }]);
@@ -129,26 +131,22 @@ impl Gateway {
         })
     }
 
-    /// Readiness: Redis answers and the JWKS is loaded.
+    /// Readiness: the JWKS is loaded (without it every authenticated call would be refused).
+    /// Redis is deliberately not a readiness condition: the limiter fails open, and taking every
+    /// gateway pod out of the load balancer over a limiter outage would turn it into an API
+    /// outage.
     pub fn readiness_checks(&self) -> Vec<Arc<dyn cos_telemetry::ReadinessCheck>> {
-        let limiter = self.state.limiter.clone();
         let keys = self.state.verifier.keys().clone();
-        vec![
-            cos_telemetry::readiness_check("redis", move || {
-                let limiter = limiter.clone();
-                async move { limiter.ping().await.map_err(|e| e.to_string()) }
-            }),
-            cos_telemetry::readiness_check("jwks", move || {
-                let loaded = !keys.is_empty();
-                async move {
-                    if loaded {
-                        Ok(())
-                    } else {
-                        Err("no signing keys loaded from identity yet".to_owned())
-                    }
+        vec![cos_telemetry::readiness_check("jwks", move || {
+            let loaded = !keys.is_empty();
+            async move {
+                if loaded {
+                    Ok(())
+                } else {
+                    Err("no signing keys loaded from identity yet".to_owned())
                 }
-            }),
-        ]
+            }
+        })]
     }
 
     pub fn router(&self) -> axum::Router {
@@ -257,12 +255,16 @@ fn request_id(headers: &HeaderMap) -> String {
 }
 
 fn client_ip(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+    // Behind a trusted proxy the client is the hop that proxy appended: the last one. Earlier
+    // hops come from the client and can be forged.
     if state.config.trust_forwarded_for
         && let Some(ip) = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|s| s.trim().parse().ok())
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse().ok())
+            .next_back()
     {
         return ip;
     }
@@ -388,6 +390,14 @@ async fn enforce(state: &AppState, limits: &[Limit]) -> Result<(), Failure> {
     }
 }
 
+fn ip_limit(state: &AppState, ip: IpAddr) -> Limit {
+    Limit {
+        scope: "ip",
+        key: ip.to_string(),
+        per_minute: state.config.rate_limit.per_ip_per_minute,
+    }
+}
+
 fn tenant_limit(state: &AppState, p: &Principal) -> Limit {
     Limit {
         scope: "tenant",
@@ -402,7 +412,15 @@ async fn process(
     req: axum::extract::Request,
     rid: &str,
 ) -> (String, Result<Response, Failure>) {
-    let (route, vars) = match state.routes.lookup(req.method(), req.uri().path()) {
+    let lookup = state.routes.lookup(req.method(), req.uri().path());
+    if !matches!(lookup, Lookup::Found(..)) {
+        // Probing unknown paths still costs the client its per-IP budget.
+        let ip = client_ip(state, req.headers(), peer);
+        if let Err(limited) = enforce(state, &[ip_limit(state, ip)]).await {
+            return ("unmatched".into(), Err(limited));
+        }
+    }
+    let (route, vars) = match lookup {
         Lookup::Found(route, vars) => (route, vars),
         Lookup::MethodNotAllowed(allowed) => {
             let allow = allowed
@@ -443,11 +461,7 @@ async fn call_route(
 ) -> Result<Response, Failure> {
     let (parts, body) = req.into_parts();
     let ip = client_ip(state, &parts.headers, peer);
-    let mut limits = vec![Limit {
-        scope: "ip",
-        key: ip.to_string(),
-        per_minute: state.config.rate_limit.per_ip_per_minute,
-    }];
+    let mut limits = vec![ip_limit(state, ip)];
     if route.policy.rate_limit == "auth" {
         limits.push(Limit {
             scope: "auth",
@@ -500,11 +514,16 @@ async fn call_route(
             }
             Err(e) if !route.policy.public => {
                 tracing::debug!(error = %e, "access token rejected at the gateway");
+                // Rejected requests count against the IP budget too (token guessing, floods).
+                enforce(state, &limits).await?;
                 return Err(unauthenticated("invalid or expired access token"));
             }
             Err(_) => {}
         },
-        None if !route.policy.public => return Err(unauthenticated("missing bearer token")),
+        None if !route.policy.public => {
+            enforce(state, &limits).await?;
+            return Err(unauthenticated("missing bearer token"));
+        }
         None => {}
     }
     if let Some(p) = &principal {

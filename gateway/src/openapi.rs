@@ -49,7 +49,17 @@ const ERROR_RESPONSES: &[(u16, &str, &str)] = &[
         "Conflict",
         "The resource exists, changed meanwhile, or is in the wrong state.",
     ),
+    (
+        405,
+        "MethodNotAllowed",
+        "The path exists but not for this method; see the `Allow` header.",
+    ),
     (413, "PayloadTooLarge", "The request body is too large."),
+    (
+        415,
+        "UnsupportedMediaType",
+        "The body is not `application/json`.",
+    ),
     (
         422,
         "UnprocessableEntity",
@@ -66,6 +76,7 @@ const ERROR_RESPONSES: &[(u16, &str, &str)] = &[
         "ServiceUnavailable",
         "The service is temporarily unavailable.",
     ),
+    (504, "GatewayTimeout", "The service did not answer in time."),
 ];
 
 fn schema_ref(name: &str) -> Json {

@@ -46,26 +46,20 @@ pub enum Verdict {
 }
 
 impl RateLimiter {
-    pub async fn connect(url: &str, prefix: &str) -> redis::RedisResult<Self> {
+    /// Connects on first use (and reconnects after failures), so the gateway starts and serves
+    /// without Redis.
+    pub fn connect(url: &str, prefix: &str) -> redis::RedisResult<Self> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_number_of_retries(2)
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(1)));
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),
             script: redis::Script::new(SCRIPT),
         })
-    }
-
-    pub async fn ping(&self) -> redis::RedisResult<()> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map(|_| ())
     }
 
     /// Counts the request against every limit. Fails open (allows) when Redis is unreachable: a

@@ -25,6 +25,10 @@ pub enum DbError {
     },
     #[error("invalid identifier {0:?}")]
     InvalidIdentifier(String),
+    #[error(
+        "database role {0:?} is neither superuser nor BYPASSRLS; system transactions need one of them (ALTER ROLE {0} BYPASSRLS)"
+    )]
+    OwnerCannotBypassRls(String),
 }
 
 /// Pool settings (a subset of the common config, so this crate doesn't depend on it).
@@ -65,6 +69,21 @@ impl Db {
             pool,
             app_role: app_role.to_owned(),
         })
+    }
+
+    /// System transactions run as the session user and must see every tenant's rows, so that role
+    /// needs SUPERUSER or BYPASSRLS. Without it logins would silently find no tenant: fail at start.
+    pub async fn check_owner_bypasses_rls(&self) -> Result<(), DbError> {
+        let (user, ok): (String, bool) = sqlx::query_as(
+            "SELECT rolname::text, rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = session_user",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if ok {
+            Ok(())
+        } else {
+            Err(DbError::OwnerCannotBypassRls(user))
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -231,6 +250,24 @@ pub async fn migrate_schema(
         .await?;
     }
     Ok(())
+}
+
+/// Bump when `bootstrap` or the grants in `migrate_schema` change: test templates are keyed on it.
+pub const BOOTSTRAP_REVISION: &str = "bootstrap-2";
+
+/// Short SHA-256 fingerprint of some texts.
+pub fn text_fingerprint(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for p in parts {
+        hash.update(p.as_bytes());
+        hash.update([0]);
+    }
+    hash.finalize()
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Fingerprint of a set of migrations (names + checksums), used to key test template databases.

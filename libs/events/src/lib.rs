@@ -33,7 +33,7 @@ pub use error::{Error, Result};
 pub use ident::validate_identifier;
 pub use outbox::{NOTIFY_CHANNEL, NewEvent, enqueue, enqueue_with_type};
 pub use relay::{DEFAULT_EXCHANGE, OutboxRelay, RelayConfig};
-pub use schema::ensure_tables;
+pub use schema::{ensure_tables, tables_ddl};
 pub use trace::{current_traceparent, parent_context};
 
 /// AMQP content type of every envelope published by this crate.

@@ -23,7 +23,16 @@ pub async fn ensure_tables(conn: &mut PgConnection, schema: &str, app_role: &str
         .bind(schema)
         .execute(&mut *tx)
         .await?;
-    let ddl = format!(
+    let ddl = tables_ddl(&s, &role);
+    sqlx::raw_sql(AssertSqlSafe(ddl)).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The DDL `ensure_tables` runs, for already-quoted identifiers. Public so that whoever keys
+/// things on the schema's shape (test template databases) can include it in a fingerprint.
+pub fn tables_ddl(s: &str, role: &str) -> String {
+    format!(
         r#"
 CREATE SCHEMA IF NOT EXISTS {s};
 
@@ -53,11 +62,11 @@ CREATE TABLE IF NOT EXISTS {s}.inbox (
 
 CREATE INDEX IF NOT EXISTS inbox_processed_at_idx ON {s}.inbox (processed_at);
 
+-- Exact grants on every run: a service's own schema-wide grants must not widen these. The app
+-- role writes events inside its transactions and reads nothing; the inbox is the consumers' own.
 GRANT USAGE ON SCHEMA {s} TO {role};
+REVOKE ALL ON {s}.outbox, {s}.inbox FROM {role};
 GRANT INSERT ON {s}.outbox TO {role};
 "#
-    );
-    sqlx::raw_sql(AssertSqlSafe(ddl)).execute(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(())
+    )
 }

@@ -14,7 +14,7 @@ pub use proxy::ToggleProxy;
 /// Administrative connection for creating databases; override with `COS_TEST_DATABASE_URL`.
 pub fn admin_url() -> String {
     std::env::var("COS_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn amqp_url() -> String {

@@ -359,17 +359,7 @@ impl IdentityApi {
             },
         )
         .await?;
-        events::emit(
-            &mut tx,
-            events::TENANT_CREATED,
-            tenant.id,
-            &pb::TenantCreated {
-                tenant_id: tenant.id.to_string(),
-                name: tenant.name.clone(),
-                created_by: user.id.to_string(),
-            },
-        )
-        .await?;
+        emit_tenant_created(&mut tx, &tenant, user.id).await?;
         tx.commit().await?;
         tracing::info!(user_id = %user.id, tenant_id = %tenant.id, "user registered");
         Ok(pb::AuthResponse {
@@ -650,30 +640,7 @@ impl IdentityApi {
             ),
         )
         .await?;
-        events::emit(
-            &mut tx,
-            events::TENANT_CREATED,
-            tenant.id,
-            &pb::TenantCreated {
-                tenant_id: tenant.id.to_string(),
-                name: tenant.name.clone(),
-                created_by: user.id.to_string(),
-            },
-        )
-        .await?;
-        events::emit(
-            &mut tx,
-            events::MEMBER_ADDED,
-            tenant.id,
-            &pb::MemberChanged {
-                tenant_id: tenant.id.to_string(),
-                user_id: user.id.to_string(),
-                role: Role::Owner.as_str().into(),
-                previous_role: String::new(),
-                actor_user_id: user.id.to_string(),
-            },
-        )
-        .await?;
+        emit_tenant_created(&mut tx, &tenant, user.id).await?;
         tx.commit().await?;
         Ok(pb::SwitchTenantResponse {
             tenant: Some(tenant_pb(&tenant)),
@@ -687,6 +654,7 @@ impl IdentityApi {
         req: Request<pb::SwitchTenantRequest>,
     ) -> Result<pb::SwitchTenantResponse> {
         let p = principal_of(&req)?.clone();
+        let rid = request_id(&req);
         let target = parse_uuid("tenant_id", &req.get_ref().tenant_id)?;
         let mut tx = self.db.tenant_tx(target).await?;
         // Not a member and no such tenant look the same: 404.
@@ -701,6 +669,23 @@ impl IdentityApi {
             .await?
             .ok_or_else(|| ServiceError::unauthenticated("unknown user"))?;
         let tokens = self.start_session(&mut tx, &user, target, role).await?;
+        let actor = Principal {
+            tenant_id: target,
+            ..p.clone()
+        };
+        let details = serde_json::json!({"method": "switch_tenant", "from_tenant": p.tenant_id});
+        store::insert_audit(
+            &mut tx,
+            Self::audit(
+                &actor,
+                "session.created",
+                "user",
+                user.id.to_string(),
+                details,
+                rid.as_deref(),
+            ),
+        )
+        .await?;
         tx.commit().await?;
         Ok(pb::SwitchTenantResponse {
             tenant: Some(tenant_pb(&tenant)),
@@ -1131,13 +1116,23 @@ impl IdentityApi {
         let row = store::active_api_key_by_hash(&mut tx, &sha256_hex(&key))
             .await?
             .ok_or_else(|| ServiceError::unauthenticated("invalid API key"))?;
+        // A key never holds more than its creator does today: demoting the creator narrows it,
+        // removing the creator from the tenant disables it.
+        let Some(creator_role) =
+            store::membership_role(&mut tx, row.tenant_id, row.created_by).await?
+        else {
+            tx.commit().await?;
+            return Err(ServiceError::unauthenticated("invalid API key").into());
+        };
         store::touch_api_key(&mut tx, row.id).await?;
         tx.commit().await?;
+        // Roles order from most to least powerful, so the larger is the weaker.
+        let role = stored_role(&row.role)?.max(stored_role(&creator_role)?);
         let principal = Principal {
             kind: PrincipalKind::ApiKey,
             user_id: row.created_by,
             tenant_id: row.tenant_id,
-            role: stored_role(&row.role)?,
+            role,
             api_key_id: Some(row.id),
             scopes: row.scopes,
             platform_admin: false,
@@ -1153,6 +1148,39 @@ impl IdentityApi {
             api_key_id: row.id.to_string(),
         })
     }
+}
+
+/// A new tenant and its first owner: `identity.tenant.created` then `identity.member.added`.
+async fn emit_tenant_created(
+    conn: &mut PgConnection,
+    tenant: &store::TenantRow,
+    owner: Uuid,
+) -> Result<()> {
+    events::emit(
+        conn,
+        events::TENANT_CREATED,
+        tenant.id,
+        &pb::TenantCreated {
+            tenant_id: tenant.id.to_string(),
+            name: tenant.name.clone(),
+            created_by: owner.to_string(),
+        },
+    )
+    .await?;
+    events::emit(
+        conn,
+        events::MEMBER_ADDED,
+        tenant.id,
+        &pb::MemberChanged {
+            tenant_id: tenant.id.to_string(),
+            user_id: owner.to_string(),
+            role: Role::Owner.as_str().into(),
+            previous_role: String::new(),
+            actor_user_id: owner.to_string(),
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 fn json_to_struct(v: serde_json::Value) -> prost_types::Struct {

@@ -33,7 +33,8 @@ pub const GRPC_SERVICE: &str = "campaignos.identity.v1.IdentityService";
 /// Tables the app role never touches: only the owner role (system transactions) does.
 const SYSTEM_ONLY_TABLES: &[&str] = &["signing_keys", "platform_audit_log"];
 
-/// Applies identity's migrations and its outbox/inbox tables.
+/// Applies identity's migrations and its outbox/inbox tables. Safe to run on every start: the
+/// grants come out the same each time (outbox/inbox grants are set last, exactly).
 pub async fn migrate(conn: &mut sqlx::PgConnection, app_role: &str) -> anyhow::Result<()> {
     cos_db::migrate_schema(conn, SCHEMA, &MIGRATOR, app_role, SYSTEM_ONLY_TABLES).await?;
     cos_events::ensure_tables(conn, SCHEMA, app_role).await?;
@@ -54,6 +55,7 @@ impl Identity {
         common: &CommonConfig,
         config: &IdentityConfig,
     ) -> anyhow::Result<Self> {
+        db.check_owner_bypasses_rls().await?;
         let signing = keys::load_or_create(&db, keyring).await?;
         let keyset = KeySet::new();
         keyset.replace(&signing.published)?;
