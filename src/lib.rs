@@ -65,6 +65,25 @@ pub async fn migrate(database_url: &str, app_role: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Re-encrypts every secret stored by any service under the key ring's active key; returns what
+/// was changed per store. Idempotent: values already under the active key are left alone.
+pub async fn reencrypt_secrets(
+    settings: &Settings,
+    keyring: &KeyRing,
+) -> anyhow::Result<Vec<(&'static str, usize)>> {
+    let d = &settings.common.database;
+    let db = cos_db::Db::connect(&cos_db::PoolSettings {
+        url: d.url.clone(),
+        max_connections: 2,
+        app_role: d.app_role.clone(),
+        acquire_timeout: d.acquire_timeout,
+    })
+    .await?;
+    let signing = cos_identity::keys::reencrypt_all(&db, keyring).await?;
+    db.pool().close().await;
+    Ok(vec![("identity.signing_keys", signing)])
+}
+
 /// The key ring from configuration. In dev, without configured keys, a ring is generated once
 /// and kept in `dev_keyring_file` (mode 0600), so secrets stay readable across restarts.
 pub fn load_keyring(

@@ -41,6 +41,9 @@ enum Command {
     CheckConfig,
     /// Add a new access-token signing key (old keys keep verifying until retired).
     RotateSigningKey,
+    /// Re-encrypt every stored secret under the key ring's active key (after adding a new key to
+    /// COS_CRYPTO__KEYS and making it COS_CRYPTO__ACTIVE_KEY_ID); then the old key can be removed.
+    ReencryptSecrets,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -212,6 +215,20 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             .await?;
             let kid = cos_identity::keys::rotate(&db, &keyring).await?;
             println!("new signing key {kid}; restart identity replicas to start signing with it");
+            guard.shutdown();
+            Ok(())
+        }
+        Command::ReencryptSecrets => {
+            let mut guard = telemetry(&settings, "reencrypt-secrets")?;
+            let keyring =
+                campaign_os::load_keyring(&settings.common, Some(Path::new(DEV_KEYRING)))?;
+            let report = campaign_os::reencrypt_secrets(&settings, &keyring).await?;
+            for (what, n) in &report {
+                println!(
+                    "{what}: {n} re-encrypted under key {}",
+                    keyring.active_kid()
+                );
+            }
             guard.shutdown();
             Ok(())
         }
