@@ -41,9 +41,22 @@ enum Command {
     CheckConfig,
     /// Add a new access-token signing key (old keys keep verifying until retired).
     RotateSigningKey,
+    /// Grant or revoke platform administration (cross-tenant admin API) for an account.
+    PlatformAdmin {
+        #[arg(value_enum)]
+        action: GrantAction,
+        /// Email of an existing account.
+        email: String,
+    },
     /// Re-encrypt every stored secret under the key ring's active key (after adding a new key to
     /// COS_CRYPTO__KEYS and making it COS_CRYPTO__ACTIVE_KEY_ID); then the old key can be removed.
     ReencryptSecrets,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum GrantAction {
+    Grant,
+    Revoke,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -232,6 +245,29 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             guard.shutdown();
             Ok(())
         }
+        Command::PlatformAdmin { action, email } => {
+            let mut guard = telemetry(&settings, "platform-admin")?;
+            let d = &settings.common.database;
+            let db = cos_db::Db::connect(&cos_db::PoolSettings {
+                url: d.url.clone(),
+                max_connections: 2,
+                app_role: d.app_role.clone(),
+                acquire_timeout: d.acquire_timeout,
+            })
+            .await?;
+            let grant = matches!(action, GrantAction::Grant);
+            let found = cos_identity::set_platform_admin(&db, &email, grant).await?;
+            guard.shutdown();
+            if !found {
+                anyhow::bail!("no account uses {email}");
+            }
+            println!(
+                "{email}: platform administrator {}",
+                if grant { "granted" } else { "revoked" }
+            );
+            println!("(takes effect at the account's next sign-in or token refresh)");
+            Ok(())
+        }
         Command::CheckConfig => Ok(()),
     }
 }
@@ -321,14 +357,33 @@ async fn serve(service: Service, settings: Settings) -> anyhow::Result<()> {
             .await?;
         }
     }
-    // Any component ending early takes the process down (Kubernetes restarts it).
+    // Any component ending early takes the process down (Kubernetes restarts it); a signal
+    // cancels the token and every component drains.
     let mut result = Ok(());
     if let Some(done) = tasks.join_next().await {
         shutdown.cancel();
-        if let Ok((name, Err(e))) = done {
-            result = Err(anyhow::anyhow!("{name}: {e:#}"));
-        }
+        result = match done {
+            Ok((_, Ok(()))) => Ok(()),
+            Ok((name, Err(e))) => Err(anyhow::anyhow!("{name}: {e:#}")),
+            Err(e) => Err(anyhow::anyhow!("component panicked: {e}")),
+        };
     }
-    while tasks.join_next().await.is_some() {}
+    let drain = async {
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done
+                && result.is_ok()
+                && e.is_panic()
+            {
+                result = Err(anyhow::anyhow!("component panicked: {e}"));
+            }
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(30), drain)
+        .await
+        .is_err()
+    {
+        tasks.abort_all();
+        anyhow::bail!("shutdown did not finish within 30 s");
+    }
     result
 }

@@ -411,7 +411,15 @@ async fn the_last_owner_cannot_be_demoted_or_removed() {
 async fn platform_admins_list_every_tenant_and_others_are_refused() {
     let t = spawn_mesh().await;
     let user = t.register("user@example.com", "Ordinary").await;
-    let root = t.register("root@platform.test", "Platform").await;
+    // Registering an address grants nothing; only an operator makes a platform admin.
+    let early = t.register("root@platform.test", "Platform").await;
+    let (status, body) = t
+        .get("/v1/admin/tenants", Some(&access_token(&early)))
+        .await;
+    assert_problem(status, &body, 403, None);
+    t.grant_platform_admin("root@platform.test").await;
+    let root = t.login("root@platform.test", None).await;
+    assert_eq!(root["user"]["platform_admin"], true);
     let (status, body) = t.get("/v1/admin/tenants", Some(&access_token(&user))).await;
     assert_problem(status, &body, 403, None);
     let (status, list) = t
@@ -545,5 +553,87 @@ async fn an_api_key_never_outranks_its_creator_and_dies_with_their_membership() 
     assert_eq!(s, 204);
     let (s, body) = t.get("/v1/members", Some(&secret)).await;
     assert_problem(s, &body, 401, None);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_demoted_or_removed_members_still_valid_token_cannot_change_anything() {
+    let t = spawn_mesh().await;
+    let owner = t.register("chief@example.com", "Chief").await;
+    let ot = access_token(&owner);
+    let tenant = owner["tenant"]["id"].as_str().unwrap().to_owned();
+    let b = t.register("second-owner@example.com", "B's").await;
+    let b_id = b["user"]["id"].as_str().unwrap().to_owned();
+    let (s, _) = t
+        .post(
+            "/v1/members",
+            Some(&ot),
+            json!({"email": "second-owner@example.com", "role": "owner"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let b_owner_token = access_token(&t.login("second-owner@example.com", Some(&tenant)).await);
+    // B is demoted to viewer; B's access token still says owner.
+    let (s, _, _) = t
+        .call(
+            Method::PATCH,
+            &format!("/v1/members/{b_id}"),
+            Some(&ot),
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, body, _) = t
+        .call(
+            Method::PATCH,
+            &format!("/v1/members/{b_id}"),
+            Some(&b_owner_token),
+            Some(json!({"role": "owner"})),
+        )
+        .await;
+    assert_problem(s, &body, 403, None);
+    let (s, body) = t
+        .post(
+            "/v1/api-keys",
+            Some(&b_owner_token),
+            json!({"name": "backdoor"}),
+        )
+        .await;
+    assert_problem(s, &body, 403, None);
+    // Removed entirely: the old token cannot re-add its owner.
+    let (s, _, _) = t
+        .call(
+            Method::DELETE,
+            &format!("/v1/members/{b_id}"),
+            Some(&ot),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (s, body) = t
+        .post(
+            "/v1/members",
+            Some(&b_owner_token),
+            json!({"email": "second-owner@example.com", "role": "owner"}),
+        )
+        .await;
+    assert_problem(s, &body, 403, None);
+    let (_, members) = t.get("/v1/members", Some(&ot)).await;
+    assert_eq!(members["members"].as_array().unwrap().len(), 1);
+    assert_eq!(t.count("SELECT count(*) FROM identity.api_keys").await, 0);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_login_email_with_control_characters_is_a_clear_422_not_a_500() {
+    let t = spawn_mesh().await;
+    let (s, body) = t
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({"email": "a\u{0}@example.com", "password": "whatever password"}),
+        )
+        .await;
+    assert_problem(s, &body, 422, Some("email"));
     t.stop().await;
 }

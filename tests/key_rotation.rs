@@ -35,13 +35,11 @@ async fn reencrypting_moves_every_secret_to_the_new_key() {
 
     // The new key alone now reads everything: start the mesh with a ring holding only k2.
     let only_new = KeyRing::parse(
-        &both
-            .to_config_string()
+        both.to_config_string()
             .expose_secret()
             .split(',')
             .find(|e| e.trim_start().starts_with("k2:"))
-            .unwrap()
-            .to_owned(),
+            .unwrap(),
         "k2",
     )
     .unwrap();
@@ -64,7 +62,7 @@ async fn reencrypting_moves_every_secret_to_the_new_key() {
     // And the old key alone no longer can.
     let listeners = campaign_os::MeshListeners::ephemeral().await.unwrap();
     let old_only = KeyRing::parse(
-        &old_ring.to_config_string().expose_secret().to_owned(),
+        old_ring.to_config_string().expose_secret(),
         old_ring.active_kid(),
     )
     .unwrap();

@@ -120,3 +120,26 @@ async fn without_redis_the_gateway_still_serves_unlimited() {
     assert_eq!(ready.status(), 200);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn an_unusable_last_forwarded_hop_falls_back_to_the_peer_not_to_a_forged_one() {
+    let t = spawn_mesh_with(&[
+        ("COS_GATEWAY__RATE_LIMIT__PER_IP_PER_MINUTE", "1"),
+        ("COS_GATEWAY__TRUST_FORWARDED_FOR", "true"),
+    ])
+    .await;
+    let send = |xff: &'static str| {
+        t.http
+            .get(t.url("/.well-known/jwks.json"))
+            .header("x-forwarded-for", xff)
+            .send()
+    };
+    assert_eq!(send("5.5.5.5, unknown").await.unwrap().status(), 200);
+    assert_eq!(send("6.6.6.6, unknown").await.unwrap().status(), 429);
+    // `ip:port` from the proxy is understood.
+    assert_eq!(
+        send("7.7.7.7, 198.51.100.20:41234").await.unwrap().status(),
+        200
+    );
+    t.stop().await;
+}

@@ -41,7 +41,7 @@ COMMON_VARS = {
     "COS_DATABASE__ACQUIRE_TIMEOUT_SECS", "COS_AMQP__URL", "COS_AMQP__EXCHANGE",
     "COS_REDIS__URL", "COS_REDIS__KEY_PREFIX", "COS_CRYPTO__KEYS", "COS_CRYPTO__ACTIVE_KEY_ID",
     "COS_AUTH__ISSUER", "COS_AUTH__AUDIENCE", "COS_AUTH__ACCESS_TTL_SECS",
-    "COS_AUTH__REFRESH_TTL_SECS", "COS_AUTH__PLATFORM_ADMIN_EMAILS", "COS_AUTH__JWKS_REFRESH_SECS",
+    "COS_AUTH__REFRESH_TTL_SECS", "COS_AUTH__JWKS_REFRESH_SECS",
     # downward API / OpenTelemetry resource (not COS_*, never read as configuration)
     "K8S_POD_NAME", "K8S_NAMESPACE", "K8S_NODE_NAME", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
 }
@@ -74,7 +74,7 @@ SCENARIOS: dict[str, dict] = {
                     "hosts": [{"host": "api.campaign-os.example", "paths": [{"path": "/", "pathType": "Prefix"}]}],
                     "tls": [{"secretName": "api-tls", "hosts": ["api.campaign-os.example"]}]},
         "config": {"otel": {"endpoint": "http://otel-collector.monitoring.svc:4317"},
-                   "auth": {"platformAdminEmails": ["ops@campaign-os.example"], "jwksRefreshSecs": 30},
+                   "auth": {"jwksRefreshSecs": 30},
                    "database": {"appRole": "cos_app"}},
         "gateway": {"corsOrigins": ["https://app.campaign-os.example"], "publicUrl": "https://api.campaign-os.example"},
         "networkPolicy": {"egress": {"postgres": {"to": [{"ipBlock": {"cidr": "10.40.0.0/16"}}],

@@ -44,7 +44,9 @@ struct AppState {
     limiter: RateLimiter,
     openapi: Bytes,
     config: GatewayConfig,
-    last_jwks_refresh: Mutex<Option<Instant>>,
+    /// When an unknown `kid` last triggered a JWKS fetch (rate-limits those fetches).
+    last_jwks_attempt: Mutex<Option<Instant>>,
+    jwks_refresh_flight: tokio::sync::Mutex<()>,
 }
 
 /// A built gateway.
@@ -90,7 +92,8 @@ impl Gateway {
             limiter,
             openapi,
             config,
-            last_jwks_refresh: Mutex::new(None),
+            last_jwks_attempt: Mutex::new(None),
+            jwks_refresh_flight: tokio::sync::Mutex::new(()),
         };
         Ok(Self {
             state: Arc::new(state),
@@ -192,10 +195,6 @@ async fn refresh_jwks(state: &AppState) -> anyhow::Result<usize> {
         })
         .collect();
     state.verifier.keys().replace(&keys)?;
-    *state
-        .last_jwks_refresh
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     Ok(keys.len())
 }
 
@@ -258,17 +257,36 @@ fn client_ip(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> IpAddr 
     // Behind a trusted proxy the client is the hop that proxy appended: the last one. Earlier
     // hops come from the client and can be forged.
     if state.config.trust_forwarded_for
-        && let Some(ip) = headers
+        && let Some(last) = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse().ok())
             .next_back()
     {
-        return ip;
+        // Only the proxy's own entry counts; if it is unusable we fall back to the peer rather
+        // than to a hop the client wrote. Some proxies append `ip:port`.
+        let last = last.trim();
+        if let Ok(ip) = last.parse::<IpAddr>() {
+            return ip;
+        }
+        if let Ok(addr) = last.parse::<SocketAddr>() {
+            return addr.ip();
+        }
     }
     peer.ip()
+}
+
+/// The rate-limit key of a client address. An IPv6 client usually controls a whole /64, so
+/// limiting single addresses would hand it 2^64 fresh budgets: IPv6 is keyed by its /64.
+fn rate_key(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
 }
 
 /// A failed request: the error and, for rate limits, when to retry.
@@ -356,12 +374,23 @@ async fn handle(
 async fn verify(state: &AppState, token: &str) -> Result<Principal, TokenError> {
     match state.verifier.verify(token) {
         Err(TokenError::UnknownKey) => {
-            let stale = state
-                .last_jwks_refresh
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_none_or(|t| t.elapsed() > Duration::from_secs(5));
-            if stale && refresh_jwks(state).await.is_ok() {
+            // Single flight, and at most one attempt (successful or not) per 5 s: forged tokens
+            // with made-up kids must not turn into a stream of calls to identity.
+            let Ok(_guard) = state.jwks_refresh_flight.try_lock() else {
+                return Err(TokenError::UnknownKey);
+            };
+            let due = {
+                let mut last = state
+                    .last_jwks_attempt
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let due = last.is_none_or(|t| t.elapsed() > Duration::from_secs(5));
+                if due {
+                    *last = Some(Instant::now());
+                }
+                due
+            };
+            if due && refresh_jwks(state).await.is_ok() {
                 state.verifier.verify(token)
             } else {
                 Err(TokenError::UnknownKey)
@@ -393,7 +422,7 @@ async fn enforce(state: &AppState, limits: &[Limit]) -> Result<(), Failure> {
 fn ip_limit(state: &AppState, ip: IpAddr) -> Limit {
     Limit {
         scope: "ip",
-        key: ip.to_string(),
+        key: rate_key(ip),
         per_minute: state.config.rate_limit.per_ip_per_minute,
     }
 }
@@ -465,7 +494,7 @@ async fn call_route(
     if route.policy.rate_limit == "auth" {
         limits.push(Limit {
             scope: "auth",
-            key: ip.to_string(),
+            key: rate_key(ip),
             per_minute: state.config.rate_limit.auth_per_ip_per_minute,
         });
     }
@@ -634,4 +663,24 @@ fn set_request_metadata(md: &mut tonic::metadata::MetadataMap, rid: &str, ip: Ip
         md.insert("x-forwarded-for", v);
     }
     cos_telemetry::inject_context(md);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate_key;
+
+    #[test]
+    fn ipv6_clients_share_a_budget_per_64_and_ipv4_per_address() {
+        let a = rate_key("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = rate_key("2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap());
+        let other = rate_key("2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, other);
+        assert_eq!(rate_key("203.0.113.7".parse().unwrap()), "203.0.113.7");
+        // An IPv4-mapped IPv6 address is the IPv4 client.
+        assert_eq!(
+            rate_key("::ffff:203.0.113.7".parse().unwrap()),
+            "203.0.113.7"
+        );
+    }
 }

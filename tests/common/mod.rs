@@ -52,10 +52,6 @@ pub fn test_settings(db: &TestDatabase, amqp: &TestAmqp, extra: &[(&str, &str)])
             "COS_GATEWAY__RATE_LIMIT__AUTH_PER_IP_PER_MINUTE".into(),
             "100000".into(),
         ),
-        (
-            "COS_AUTH__PLATFORM_ADMIN_EMAILS".into(),
-            "root@platform.test".into(),
-        ),
     ];
     for (k, v) in extra {
         vars.retain(|(name, _)| name != k);
@@ -165,6 +161,25 @@ impl TestMesh {
         let (status, body) = self.post("/v1/auth/login", None, body).await;
         assert_eq!(status, 200, "login {email}: {body}");
         body
+    }
+
+    /// Makes the account a platform administrator, as an operator would with
+    /// `campaign-os platform-admin grant`.
+    pub async fn grant_platform_admin(&self, email: &str) {
+        let db = cos_db::Db::connect(&cos_db::PoolSettings {
+            url: self.db.url.clone(),
+            max_connections: 1,
+            app_role: "cos_app".into(),
+            acquire_timeout: Duration::from_secs(5),
+        })
+        .await
+        .expect("db");
+        assert!(
+            cos_identity::set_platform_admin(&db, email, true)
+                .await
+                .expect("grant")
+        );
+        db.pool().close().await;
     }
 
     /// Direct SQL on the test database as the owner (for "nothing was written" checks).

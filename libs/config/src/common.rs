@@ -69,7 +69,6 @@ pub struct AuthSettings {
     pub audience: String,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
-    pub platform_admin_emails: Vec<String>,
     /// How often services re-read the identity service's JWKS.
     pub jwks_refresh: Duration,
 }
@@ -141,15 +140,18 @@ impl CommonConfig {
             audience: r.get("auth.audience", "campaign-os".to_owned()),
             access_ttl: r.seconds("auth.access_ttl_secs", 900),
             refresh_ttl: r.seconds("auth.refresh_ttl_secs", 30 * 24 * 3600),
-            platform_admin_emails: r
-                .list("auth.platform_admin_emails", &[])
-                .into_iter()
-                .map(|e| e.to_ascii_lowercase())
-                .collect(),
             jwks_refresh: r.seconds("auth.jwks_refresh_secs", 60),
         };
         if auth.access_ttl.is_zero() || auth.access_ttl > Duration::from_secs(24 * 3600) {
             r.invalid("auth.access_ttl_secs", "must be between 1 and 86400");
+        }
+        if auth.refresh_ttl < Duration::from_secs(60)
+            || auth.refresh_ttl > Duration::from_secs(365 * 24 * 3600)
+        {
+            r.invalid("auth.refresh_ttl_secs", "must be between 60 and 31536000");
+        }
+        if auth.jwks_refresh.is_zero() || auth.jwks_refresh > Duration::from_secs(3600) {
+            r.invalid("auth.jwks_refresh_secs", "must be between 1 and 3600");
         }
         Self {
             environment,

@@ -17,7 +17,7 @@ pub struct IdentityConfig {
 
 impl IdentityConfig {
     pub fn read(r: &mut Reader<'_>) -> Self {
-        Self {
+        let cfg = Self {
             grpc_addr: r.get(
                 "identity.grpc_addr",
                 SocketAddr::from(([127, 0, 0, 1], 50051)),
@@ -27,6 +27,13 @@ impl IdentityConfig {
                 SocketAddr::from(([127, 0, 0, 1], 9101)),
             ),
             api_key_token_ttl_secs: r.get("identity.api_key_token_ttl_secs", 300),
+        };
+        if !(10..=3600).contains(&cfg.api_key_token_ttl_secs) {
+            r.invalid(
+                "identity.api_key_token_ttl_secs",
+                "must be between 10 and 3600",
+            );
         }
+        cfg
     }
 }

@@ -33,10 +33,11 @@ pub struct IdentityApi {
     pub(crate) jwks: Vec<cos_auth::Jwk>,
     pub(crate) refresh_ttl: Duration,
     pub(crate) api_key_token_ttl: Duration,
-    pub(crate) platform_admin_emails: Vec<String>,
     /// A real argon2id hash of a random password: verifying against it when the email is unknown
     /// makes "no such user" take as long as "wrong password".
     pub(crate) dummy_hash: String,
+    /// Bounds concurrent argon2 work (memory- and CPU-hard by design).
+    pub(crate) password_slots: Arc<tokio::sync::Semaphore>,
 }
 
 const INVALID_CREDENTIALS: &str = "invalid email or password";
@@ -153,34 +154,83 @@ fn collect<T>(
     r.map_err(|m| errs.push(violation(field, m))).ok()
 }
 
-async fn hash_password(password: Password) -> Result<String> {
-    tokio::task::spawn_blocking(move || {
-        argon2::Argon2::default()
-            .hash_password(password.expose().as_bytes())
-            .map(|h| h.to_string())
-            .map_err(|e| Error::Internal(format!("password hashing failed: {e}")))
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))?
-}
-
-async fn password_matches(password: String, hash: String) -> Result<bool> {
-    tokio::task::spawn_blocking(move || {
-        argon2::Argon2::default()
-            .verify_password(password.as_bytes(), hash.as_str())
-            .is_ok()
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))
-}
+/// How long a password operation waits for a free slot before telling the client to retry.
+const PASSWORD_SLOT_WAIT: Duration = Duration::from_secs(10);
 
 impl IdentityApi {
+    /// Argon2id takes ~19 MiB and a core for tens of milliseconds per call; a bounded number run at
+    /// once, so a burst of logins queues (then gets UNAVAILABLE) instead of exhausting memory.
+    async fn password_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        match tokio::time::timeout(
+            PASSWORD_SLOT_WAIT,
+            self.password_slots.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ServiceError::new(
+                ErrorCode::Unavailable,
+                "too many sign-ins in progress; retry shortly",
+            )
+            .into()),
+        }
+    }
+
+    async fn hash_password(&self, password: Password) -> Result<String> {
+        let permit = self.password_slot().await?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            argon2::Argon2::default()
+                .hash_password(password.expose().as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|e| Error::Internal(format!("password hashing failed: {e}")))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+    }
+
+    async fn password_matches(&self, password: String, hash: String) -> Result<bool> {
+        let permit = self.password_slot().await?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            argon2::Argon2::default()
+                .verify_password(password.as_bytes(), hash.as_str())
+                .is_ok()
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    /// The caller as the database sees them now, not as their token remembers them: a member
+    /// demoted or removed while their access token is still valid must not keep the old powers
+    /// for changes. (API-key principals are re-checked at every key exchange.)
+    async fn current_principal(
+        conn: &mut PgConnection,
+        p: &Principal,
+        permission: &str,
+    ) -> Result<Principal> {
+        let mut fresh = p.clone();
+        if p.kind == PrincipalKind::User {
+            let role = store::membership_role(conn, p.tenant_id, p.user_id)
+                .await?
+                .ok_or_else(|| {
+                    ServiceError::permission_denied("you are no longer a member of this tenant")
+                })?;
+            fresh.role = stored_role(&role)?;
+        }
+        if !fresh.has(permission) {
+            return Err(ServiceError::permission_denied(format!(
+                "requires permission {permission}"
+            ))
+            .into());
+        }
+        Ok(fresh)
+    }
+
+    /// Platform administration is a flag operators set (`campaign-os platform-admin grant`), never
+    /// something an account can claim by registering an address.
     fn is_platform_admin(&self, u: &store::UserRow) -> bool {
         u.platform_admin
-            || self
-                .platform_admin_emails
-                .iter()
-                .any(|e| e.eq_ignore_ascii_case(&u.email))
     }
 
     fn user_principal(
@@ -285,7 +335,7 @@ impl IdentityApi {
         else {
             return Err(ServiceError::invalid_fields(errs).into());
         };
-        let password_hash = hash_password(password).await?;
+        let password_hash = self.hash_password(password).await?;
         let now = Utc::now();
         let user = store::UserRow {
             id: Uuid::now_v7(),
@@ -300,7 +350,7 @@ impl IdentityApi {
             slug: format!(
                 "{}-{}",
                 slug_base(&tenant_name.0),
-                &Uuid::new_v4().simple().to_string()[..6]
+                &Uuid::new_v4().simple().to_string()[..12]
             ),
             name: tenant_name.0,
             created_at: now,
@@ -388,7 +438,8 @@ impl IdentityApi {
         } else {
             Some(parse_uuid("tenant_id", &r.tenant_id)?)
         };
-        let normalized = r.email.trim().to_lowercase();
+        let email = Email::parse(&r.email).map_err(|m| ServiceError::invalid("email", m))?;
+        let normalized = email.normalized().to_owned();
         let user = {
             let mut tx = self.db.app_tx().await?;
             let u = store::user_by_email(&mut tx, &normalized).await?;
@@ -397,10 +448,15 @@ impl IdentityApi {
         };
         let Some(user) = user else {
             // Same work, same answer as a wrong password.
-            let _ = password_matches(r.password, self.dummy_hash.clone()).await?;
+            let _ = self
+                .password_matches(r.password, self.dummy_hash.clone())
+                .await?;
             return Err(ServiceError::unauthenticated(INVALID_CREDENTIALS).into());
         };
-        if !password_matches(r.password, user.password_hash.clone()).await? {
+        if !self
+            .password_matches(r.password, user.password_hash.clone())
+            .await?
+        {
             return Err(ServiceError::unauthenticated(INVALID_CREDENTIALS).into());
         }
         let memberships = {
@@ -463,7 +519,13 @@ impl IdentityApi {
         else {
             return Err(ServiceError::unauthenticated(INVALID_REFRESH).into());
         };
-        if row.revoked_at.is_some() || row.expires_at <= Utc::now() {
+        // One session at a time: refresh, reuse handling and logout of a family serialise here,
+        // so a revocation can never miss the token a concurrent refresh is minting.
+        store::lock_family(&mut tx, row.family_id).await?;
+        if row.revoked_at.is_some()
+            || row.expires_at <= Utc::now()
+            || store::family_revoked(&mut tx, row.family_id).await?
+        {
             return Err(ServiceError::unauthenticated(INVALID_REFRESH).into());
         }
         if row.used_at.is_some() {
@@ -526,6 +588,7 @@ impl IdentityApi {
         if let Some(row) =
             store::refresh_by_hash_for_update(&mut tx, &sha256_hex(&presented)).await?
         {
+            store::lock_family(&mut tx, row.family_id).await?;
             let revoked = store::revoke_family(&mut tx, row.family_id).await?;
             if revoked > 0 {
                 store::insert_audit(
@@ -610,7 +673,7 @@ impl IdentityApi {
             slug: format!(
                 "{}-{}",
                 slug_base(&name.0),
-                &Uuid::new_v4().simple().to_string()[..6]
+                &Uuid::new_v4().simple().to_string()[..12]
             ),
             name: name.0,
             created_at: Utc::now(),
@@ -713,9 +776,10 @@ impl IdentityApi {
         let (Some(email), Some(role)) = (email, role) else {
             return Err(ServiceError::invalid_fields(errs).into());
         };
+        let mut tx = self.db.tenant_tx(p.tenant_id).await?;
+        let p = Self::current_principal(&mut tx, &p, "members.write").await?;
         check_membership_change(p.role, MembershipChange::Add { role }, 0)
             .map_err(ServiceError::permission_denied)?;
-        let mut tx = self.db.tenant_tx(p.tenant_id).await?;
         let user = store::user_by_email(&mut tx, email.normalized())
             .await?
             .ok_or_else(|| {
@@ -775,6 +839,8 @@ impl IdentityApi {
         let new = parse_role("role", &r.role)?;
         let mut tx = self.db.tenant_tx(p.tenant_id).await?;
         let owners = store::lock_owners(&mut tx, p.tenant_id).await?;
+        // Read after the owner rows are locked, so a concurrent demotion of the caller is seen.
+        let p = Self::current_principal(&mut tx, &p, "members.write").await?;
         let current = store::membership_role_for_update(&mut tx, p.tenant_id, user_id)
             .await?
             .ok_or_else(|| ServiceError::not_found("member"))?;
@@ -831,6 +897,8 @@ impl IdentityApi {
         let user_id = parse_uuid("user_id", &req.get_ref().user_id)?;
         let mut tx = self.db.tenant_tx(p.tenant_id).await?;
         let owners = store::lock_owners(&mut tx, p.tenant_id).await?;
+        // Read after the owner rows are locked, so a concurrent demotion of the caller is seen.
+        let p = Self::current_principal(&mut tx, &p, "members.write").await?;
         let current = store::membership_role_for_update(&mut tx, p.tenant_id, user_id)
             .await?
             .ok_or_else(|| ServiceError::not_found("member"))?;
@@ -891,6 +959,10 @@ impl IdentityApi {
         let p = principal_of(&req)?.clone();
         let rid = request_id(&req);
         let r = req.into_inner();
+        // Scopes are checked against what the caller holds now, so the transaction starts first;
+        // a validation error rolls it back with nothing written.
+        let mut tx = self.db.tenant_tx(p.tenant_id).await?;
+        let p = Self::current_principal(&mut tx, &p, "api_keys.write").await?;
         let mut errs = Vec::new();
         let name = collect("name", DisplayName::parse(&r.name), &mut errs);
         let mut scopes: Vec<String> = Vec::new();
@@ -935,7 +1007,6 @@ impl IdentityApi {
             last_used_at: None,
             revoked_at: None,
         };
-        let mut tx = self.db.tenant_tx(p.tenant_id).await?;
         store::insert_api_key(&mut tx, &row, &sha256_hex(&secret)).await?;
         store::insert_audit(
             &mut tx,
@@ -977,6 +1048,7 @@ impl IdentityApi {
         let rid = request_id(&req);
         let id = parse_uuid("api_key_id", &req.get_ref().api_key_id)?;
         let mut tx = self.db.tenant_tx(p.tenant_id).await?;
+        let p = Self::current_principal(&mut tx, &p, "api_keys.write").await?;
         let key = store::api_key_for_update(&mut tx, p.tenant_id, id)
             .await?
             .ok_or_else(|| ServiceError::not_found("API key"))?;

@@ -41,6 +41,37 @@ pub async fn migrate(conn: &mut sqlx::PgConnection, app_role: &str) -> anyhow::R
     Ok(())
 }
 
+/// Grants or revokes platform administration for the account with this email (an operator
+/// action from the CLI, recorded in the platform audit log). Returns false if no account uses it.
+pub async fn set_platform_admin(db: &Db, email: &str, admin: bool) -> anyhow::Result<bool> {
+    let email = domain::Email::parse(email).map_err(|m| anyhow::anyhow!("email {m}"))?;
+    let mut tx = db.system_tx("operator: set platform administrator").await?;
+    let user: Option<uuid::Uuid> = sqlx::query_scalar(
+        "UPDATE identity.users SET platform_admin = $2, updated_at = now() WHERE email_normalized = $1 RETURNING id",
+    )
+    .bind(email.normalized())
+    .bind(admin)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(user) = user else { return Ok(false) };
+    let action = if admin {
+        "platform_admin.granted"
+    } else {
+        "platform_admin.revoked"
+    };
+    sqlx::query(
+        "INSERT INTO identity.platform_audit_log (id, actor_user_id, action, details) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(uuid::Uuid::nil())
+    .bind(action)
+    .bind(serde_json::json!({"user_id": user, "email": email.as_str(), "via": "cli"}))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// A built identity service, ready to serve.
 pub struct Identity {
     api: Arc<grpc::IdentityApi>,
@@ -79,8 +110,10 @@ impl Identity {
             jwks: signing.published,
             refresh_ttl: common.auth.refresh_ttl,
             api_key_token_ttl: std::time::Duration::from_secs(config.api_key_token_ttl_secs),
-            platform_admin_emails: common.auth.platform_admin_emails.clone(),
             dummy_hash,
+            password_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            )),
         };
         Ok(Self {
             api: Arc::new(api),

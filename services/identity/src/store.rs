@@ -319,6 +319,24 @@ pub async fn mark_refresh_used(c: &mut PgConnection, id: Uuid) -> Result<()> {
     Ok(())
 }
 
+/// Serialises every change to one session (refresh-token family) until the transaction ends.
+pub async fn lock_family(c: &mut PgConnection, family_id: Uuid) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7263003))")
+        .bind(family_id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+pub async fn family_revoked(c: &mut PgConnection, family_id: Uuid) -> Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM identity.refresh_tokens WHERE family_id = $1 AND revoked_at IS NOT NULL)",
+    )
+    .bind(family_id)
+    .fetch_one(c)
+    .await
+}
+
 pub async fn revoke_family(c: &mut PgConnection, family_id: Uuid) -> Result<u64> {
     let r = sqlx::query("UPDATE identity.refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL")
         .bind(family_id)

@@ -156,9 +156,6 @@ COS_AUTH__AUDIENCE: {{ . | quote }}
 {{- end }}
 COS_AUTH__ACCESS_TTL_SECS: {{ include "campaign-os.str" $c.auth.accessTtlSecs | quote }}
 COS_AUTH__REFRESH_TTL_SECS: {{ include "campaign-os.str" $c.auth.refreshTtlSecs | quote }}
-{{- with $c.auth.platformAdminEmails }}
-COS_AUTH__PLATFORM_ADMIN_EMAILS: {{ join "," . | quote }}
-{{- end }}
 {{- with $c.auth.jwksRefreshSecs }}
 COS_AUTH__JWKS_REFRESH_SECS: {{ include "campaign-os.str" . | quote }}
 {{- end }}
