@@ -118,6 +118,24 @@ async fn without_redis_the_gateway_still_serves_unlimited() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
+    // After the first failure the breaker opens: later requests do not even try Redis.
+    let metrics = t
+        .http
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("cos_gateway_rate_limiter_errors_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cos_gateway_rate_limiter_skipped_total"),
+        "{metrics}"
+    );
     t.stop().await;
 }
 

@@ -149,7 +149,11 @@ impl Identity {
             .add_service(reflection)
             .add_service(IdentityServiceServer::new(IdentityGrpc(self.api)))
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                // Without TCP_NODELAY small responses wait for the peer's delayed ACK (~40 ms per
+                // call at low concurrency).
+                tonic::transport::server::TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .with_keepalive(Some(std::time::Duration::from_secs(60))),
                 shutdown.cancelled_owned(),
             )
             .await?;
