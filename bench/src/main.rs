@@ -1,0 +1,48 @@
+//! `cos-bench`: load benchmarks of the Campaign OS mesh, run against the machine's real
+//! PostgreSQL, Redis and RabbitMQ (the same services the end-to-end tests use).
+//!
+//! ```text
+//! cargo run --release -p cos-bench -- gateway [--duration-secs 10] [--concurrency 64] [--warmup-secs 2]
+//! ```
+//!
+//! See docs/benchmarks.md for what is measured and the figures.
+
+mod cpu;
+mod gateway;
+mod micro;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cos-bench", about = "Load benchmarks of the Campaign OS mesh")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The same cheap authenticated RPC (identity GetMe) called directly over gRPC and through
+    /// the gateway over HTTP/JSON, at saturation, in one run: req/s of both, their ratio, and
+    /// latency percentiles.
+    Gateway(gateway::Args),
+}
+
+/// Cores this process may use.
+pub fn nproc() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Gateway(args) => gateway::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
