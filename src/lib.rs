@@ -34,6 +34,17 @@ impl Settings {
             gateway,
         })
     }
+
+    /// Database pool settings from the configuration; tools pass a small `max_connections`.
+    pub fn pool_settings(&self, max_connections: Option<u32>) -> cos_db::PoolSettings {
+        let d = &self.common.database;
+        cos_db::PoolSettings {
+            url: d.url.clone(),
+            max_connections: max_connections.unwrap_or(d.max_connections),
+            app_role: d.app_role.clone(),
+            acquire_timeout: d.acquire_timeout,
+        }
+    }
 }
 
 /// Schemas and their migrations, in dependency order.
@@ -71,14 +82,7 @@ pub async fn reencrypt_secrets(
     settings: &Settings,
     keyring: &KeyRing,
 ) -> anyhow::Result<Vec<(&'static str, usize)>> {
-    let d = &settings.common.database;
-    let db = cos_db::Db::connect(&cos_db::PoolSettings {
-        url: d.url.clone(),
-        max_connections: 2,
-        app_role: d.app_role.clone(),
-        acquire_timeout: d.acquire_timeout,
-    })
-    .await?;
+    let db = cos_db::Db::connect(&settings.pool_settings(Some(2))).await?;
     let signing = cos_identity::keys::reencrypt_all(&db, keyring).await?;
     db.pool().close().await;
     Ok(vec![("identity.signing_keys", signing)])

@@ -218,14 +218,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let mut guard = telemetry(&settings, "rotate-signing-key")?;
             let keyring =
                 campaign_os::load_keyring(&settings.common, Some(Path::new(DEV_KEYRING)))?;
-            let d = &settings.common.database;
-            let db = cos_db::Db::connect(&cos_db::PoolSettings {
-                url: d.url.clone(),
-                max_connections: 2,
-                app_role: d.app_role.clone(),
-                acquire_timeout: d.acquire_timeout,
-            })
-            .await?;
+            let db = cos_db::Db::connect(&settings.pool_settings(Some(2))).await?;
             let kid = cos_identity::keys::rotate(&db, &keyring).await?;
             println!("new signing key {kid}; restart identity replicas to start signing with it");
             guard.shutdown();
@@ -247,14 +240,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::PlatformAdmin { action, email } => {
             let mut guard = telemetry(&settings, "platform-admin")?;
-            let d = &settings.common.database;
-            let db = cos_db::Db::connect(&cos_db::PoolSettings {
-                url: d.url.clone(),
-                max_connections: 2,
-                app_role: d.app_role.clone(),
-                acquire_timeout: d.acquire_timeout,
-            })
-            .await?;
+            let db = cos_db::Db::connect(&settings.pool_settings(Some(2))).await?;
             let grant = matches!(action, GrantAction::Grant);
             let found = cos_identity::set_platform_admin(&db, &email, grant).await?;
             guard.shutdown();

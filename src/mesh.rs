@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cos_crypto::KeyRing;
-use cos_db::{Db, PoolSettings};
+use cos_db::Db;
 use cos_events::{OutboxRelay, RelayConfig};
 use cos_gateway::Gateway;
 use cos_identity::Identity;
@@ -75,16 +75,6 @@ impl MeshListeners {
     }
 }
 
-fn pool_settings(settings: &Settings) -> PoolSettings {
-    let d = &settings.common.database;
-    PoolSettings {
-        url: d.url.clone(),
-        max_connections: d.max_connections,
-        app_role: d.app_role.clone(),
-        acquire_timeout: d.acquire_timeout,
-    }
-}
-
 fn spawn_admin(
     tasks: &mut Tasks,
     name: &'static str,
@@ -114,7 +104,7 @@ pub async fn start_identity(
     shutdown: &CancellationToken,
     tasks: &mut Tasks,
 ) -> anyhow::Result<()> {
-    let db = Db::connect(&pool_settings(settings))
+    let db = Db::connect(&settings.pool_settings(None))
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL (COS_DATABASE__URL): {e}"))?;
     let identity =
