@@ -5,10 +5,12 @@ pub mod mesh;
 
 use std::path::Path;
 
+use cos_billing::BillingConfig;
 use cos_config::{CommonConfig, ConfigError, Environment, Source};
 use cos_crypto::KeyRing;
 use cos_gateway::GatewayConfig;
 use cos_identity::IdentityConfig;
+use cos_segmentation::SegmentationConfig;
 use sqlx::Connection;
 
 pub use mesh::{Mesh, MeshListeners};
@@ -18,6 +20,8 @@ pub use mesh::{Mesh, MeshListeners};
 pub struct Settings {
     pub common: CommonConfig,
     pub identity: IdentityConfig,
+    pub billing: BillingConfig,
+    pub segmentation: SegmentationConfig,
     pub gateway: GatewayConfig,
 }
 
@@ -26,11 +30,15 @@ impl Settings {
         let mut r = source.reader();
         let common = CommonConfig::read(&mut r);
         let identity = IdentityConfig::read(&mut r);
+        let billing = BillingConfig::read(&mut r);
+        let segmentation = SegmentationConfig::read(&mut r);
         let gateway = GatewayConfig::read(&mut r);
         r.finish()?;
         Ok(Self {
             common,
             identity,
+            billing,
+            segmentation,
             gateway,
         })
     }
@@ -49,7 +57,11 @@ impl Settings {
 
 /// Schemas and their migrations, in dependency order.
 pub fn migrators() -> Vec<(&'static str, &'static sqlx::migrate::Migrator)> {
-    vec![(cos_identity::SCHEMA, &cos_identity::MIGRATOR)]
+    vec![
+        (cos_identity::SCHEMA, &cos_identity::MIGRATOR),
+        (cos_billing::SCHEMA, &cos_billing::MIGRATOR),
+        (cos_segmentation::SCHEMA, &cos_segmentation::MIGRATOR),
+    ]
 }
 
 /// Identifies the current schema shape: every service's migrations, the shared outbox/inbox DDL
@@ -61,6 +73,7 @@ pub fn migrations_fingerprint() -> String {
         cos_db::migrations_fingerprint(migrators()),
         cos_db::text_fingerprint(&[
             &cos_events::tables_ddl("s", "r"),
+            &cos_integrations::tables_ddl("s", "r"),
             cos_db::BOOTSTRAP_REVISION
         ])
     )
@@ -72,6 +85,8 @@ pub async fn migrate(database_url: &str, app_role: &str) -> anyhow::Result<()> {
     let mut conn = sqlx::PgConnection::connect(database_url).await?;
     cos_db::bootstrap(&mut conn, app_role).await?;
     cos_identity::migrate(&mut conn, app_role).await?;
+    cos_billing::migrate(&mut conn, app_role).await?;
+    cos_segmentation::migrate(&mut conn, app_role).await?;
     conn.close().await?;
     Ok(())
 }
@@ -84,8 +99,12 @@ pub async fn reencrypt_secrets(
 ) -> anyhow::Result<Vec<(&'static str, usize)>> {
     let db = cos_db::Db::connect(&settings.pool_settings(Some(2))).await?;
     let signing = cos_identity::keys::reencrypt_all(&db, keyring).await?;
+    let billing = cos_billing::reencrypt_secrets(&db, keyring).await?;
     db.pool().close().await;
-    Ok(vec![("identity.signing_keys", signing)])
+    Ok(vec![
+        ("identity.signing_keys", signing),
+        ("billing.integration_configs", billing),
+    ])
 }
 
 /// The key ring from configuration. In dev, without configured keys, a ring is generated once

@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use cos_config::{Environment, Source};
 use tokio_util::sync::CancellationToken;
 
+mod import_cli;
+
 #[derive(Parser)]
 #[command(
     name = "campaign-os",
@@ -51,6 +53,8 @@ enum Command {
     /// Re-encrypt every stored secret under the key ring's active key (after adding a new key to
     /// COS_CRYPTO__KEYS and making it COS_CRYPTO__ACTIVE_KEY_ID); then the old key can be removed.
     ReencryptSecrets,
+    /// Upload a CSV of contacts through the gateway and follow the import to its end.
+    ImportContacts(import_cli::ImportContactsArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -62,6 +66,8 @@ enum GrantAction {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Service {
     Identity,
+    Billing,
+    Segmentation,
     Gateway,
 }
 
@@ -196,6 +202,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Serve { service } => {
             let name = match service {
                 Service::Identity => "identity",
+                Service::Billing => "billing",
+                Service::Segmentation => "segmentation",
                 Service::Gateway => "gateway",
             };
             let mut guard = telemetry(&settings, name)?;
@@ -254,6 +262,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("(takes effect at the account's next sign-in or token refresh)");
             Ok(())
         }
+        Command::ImportContacts(args) => import_cli::run(args).await,
         Command::CheckConfig => Ok(()),
     }
 }
@@ -323,6 +332,33 @@ async fn serve(service: Service, settings: Settings) -> anyhow::Result<()> {
             campaign_os::mesh::start_identity(
                 &settings,
                 &keyring,
+                listener,
+                Some(admin),
+                &shutdown,
+                &mut tasks,
+            )
+            .await?;
+        }
+        Service::Billing => {
+            let keyring =
+                campaign_os::load_keyring(&settings.common, Some(Path::new(DEV_KEYRING)))?;
+            let listener = tokio::net::TcpListener::bind(settings.billing.grpc_addr).await?;
+            let admin = tokio::net::TcpListener::bind(settings.billing.admin_addr).await?;
+            campaign_os::mesh::start_billing(
+                &settings,
+                &keyring,
+                listener,
+                Some(admin),
+                &shutdown,
+                &mut tasks,
+            )
+            .await?;
+        }
+        Service::Segmentation => {
+            let listener = tokio::net::TcpListener::bind(settings.segmentation.grpc_addr).await?;
+            let admin = tokio::net::TcpListener::bind(settings.segmentation.admin_addr).await?;
+            campaign_os::mesh::start_segmentation(
+                &settings,
                 listener,
                 Some(admin),
                 &shutdown,

@@ -25,6 +25,10 @@ pub struct MeshListeners {
     pub gateway: TcpListener,
     pub identity_admin: Option<TcpListener>,
     pub gateway_admin: Option<TcpListener>,
+    pub segmentation: TcpListener,
+    pub segmentation_admin: Option<TcpListener>,
+    pub billing: TcpListener,
+    pub billing_admin: Option<TcpListener>,
 }
 
 impl MeshListeners {
@@ -60,6 +64,30 @@ impl MeshListeners {
                 )
                 .await?,
             ),
+            segmentation: bind(
+                settings.segmentation.grpc_addr,
+                "segmentation gRPC, COS_SEGMENTATION__GRPC_ADDR",
+            )
+            .await?,
+            segmentation_admin: Some(
+                bind(
+                    settings.segmentation.admin_addr,
+                    "segmentation admin, COS_SEGMENTATION__ADMIN_ADDR",
+                )
+                .await?,
+            ),
+            billing: bind(
+                settings.billing.grpc_addr,
+                "billing gRPC, COS_BILLING__GRPC_ADDR",
+            )
+            .await?,
+            billing_admin: Some(
+                bind(
+                    settings.billing.admin_addr,
+                    "billing admin, COS_BILLING__ADMIN_ADDR",
+                )
+                .await?,
+            ),
         })
     }
 
@@ -71,6 +99,10 @@ impl MeshListeners {
             gateway: any().await?,
             identity_admin: Some(any().await?),
             gateway_admin: Some(any().await?),
+            segmentation: any().await?,
+            segmentation_admin: Some(any().await?),
+            billing: any().await?,
+            billing_admin: Some(any().await?),
         })
     }
 }
@@ -138,6 +170,136 @@ pub async fn start_identity(
     Ok(())
 }
 
+fn postgres_check(pool: sqlx::PgPool) -> std::sync::Arc<dyn cos_telemetry::ReadinessCheck> {
+    cos_telemetry::readiness_check("postgres", move || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query("SELECT 1")
+                .execute(&pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })
+}
+
+/// Starts billing (gRPC server, outbox relay, JWKS refresher, admin endpoint) on `tasks`.
+pub async fn start_billing(
+    settings: &Settings,
+    keyring: &KeyRing,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: &CancellationToken,
+    tasks: &mut Tasks,
+) -> anyhow::Result<()> {
+    let cfg = &settings.billing;
+    let db = Db::connect(&settings.pool_settings(None))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL (COS_DATABASE__URL): {e}"))?;
+    let jwks = cos_auth::RemoteJwks::new(
+        &cfg.identity_url,
+        &settings.common.auth.issuer,
+        &settings.common.auth.audience,
+    )?;
+    jwks.load(Duration::from_secs(5)).await;
+    let service = cos_billing::Billing::build(
+        db.clone(),
+        keyring.clone(),
+        &settings.common,
+        cfg,
+        jwks.verifier(),
+    )
+    .await?;
+    let relay = OutboxRelay::new(
+        db.pool().clone(),
+        RelayConfig::new(cos_billing::SCHEMA, settings.common.amqp.url.clone())
+            .with_exchange(settings.common.amqp.exchange.clone()),
+    )?;
+    spawn_admin(
+        tasks,
+        "billing-admin",
+        admin,
+        vec![postgres_check(db.pool().clone())],
+        shutdown,
+    );
+    let refresher = jwks.spawn_refresher(settings.common.auth.jwks_refresh, shutdown.clone());
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        (
+            "billing-outbox-relay",
+            relay.run(token).await.map_err(Into::into),
+        )
+    });
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        let result = service.serve(listener, token).await;
+        refresher.abort();
+        ("billing", result)
+    });
+    Ok(())
+}
+
+/// Starts segmentation (gRPC server with its workers, outbox relay, JWKS refresher, admin
+/// endpoint) on `tasks`.
+pub async fn start_segmentation(
+    settings: &Settings,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: &CancellationToken,
+    tasks: &mut Tasks,
+) -> anyhow::Result<()> {
+    let cfg = &settings.segmentation;
+    let db = Db::connect(&settings.pool_settings(None))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL (COS_DATABASE__URL): {e}"))?;
+    let jwks = cos_auth::RemoteJwks::new(
+        &cfg.identity_url,
+        &settings.common.auth.issuer,
+        &settings.common.auth.audience,
+    )?;
+    jwks.load(Duration::from_secs(5)).await;
+    let entitlements = cos_entitlements::EntitlementClient::new(
+        &cfg.billing_url,
+        &settings.common.redis.url,
+        &settings.common.redis.key_prefix,
+        Duration::from_secs(30),
+    )?
+    .with_service_credential(cos_billing::service_credential(
+        &settings.common,
+        "segmentation",
+    )?);
+    let service =
+        cos_segmentation::Segmentation::build(db.clone(), cfg, jwks.verifier(), entitlements)
+            .await?;
+    let relay = OutboxRelay::new(
+        db.pool().clone(),
+        RelayConfig::new(cos_segmentation::SCHEMA, settings.common.amqp.url.clone())
+            .with_exchange(settings.common.amqp.exchange.clone()),
+    )?;
+    spawn_admin(
+        tasks,
+        "segmentation-admin",
+        admin,
+        vec![postgres_check(db.pool().clone())],
+        shutdown,
+    );
+    let refresher = jwks.spawn_refresher(settings.common.auth.jwks_refresh, shutdown.clone());
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        (
+            "segmentation-outbox-relay",
+            relay.run(token).await.map_err(Into::into),
+        )
+    });
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        let result = service.serve(listener, token).await;
+        refresher.abort();
+        ("segmentation", result)
+    });
+    Ok(())
+}
+
 /// Starts the gateway (HTTP server, JWKS refresher, admin endpoint) on `tasks`.
 pub async fn start_gateway(
     settings: &Settings,
@@ -180,6 +342,8 @@ pub async fn start_gateway(
 pub struct Mesh {
     pub gateway_addr: SocketAddr,
     pub identity_addr: SocketAddr,
+    pub segmentation_addr: SocketAddr,
+    pub billing_addr: SocketAddr,
     pub gateway_admin_addr: Option<SocketAddr>,
     pub identity_admin_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
@@ -193,8 +357,13 @@ impl Mesh {
         keyring: KeyRing,
         listeners: MeshListeners,
     ) -> anyhow::Result<Self> {
+        // One process-wide TLS provider (aws-lc-rs, as sqlx and the Stripe client use): HTTP
+        // clients in this process then never have to guess.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let identity_addr = listeners.identity.local_addr()?;
         let gateway_addr = listeners.gateway.local_addr()?;
+        let segmentation_addr = listeners.segmentation.local_addr()?;
+        let billing_addr = listeners.billing.local_addr()?;
         let identity_admin_addr = listeners
             .identity_admin
             .as_ref()
@@ -203,15 +372,30 @@ impl Mesh {
             .gateway_admin
             .as_ref()
             .and_then(|l| l.local_addr().ok());
-        let connect_host = if identity_addr.ip().is_unspecified() {
-            "127.0.0.1".to_owned()
-        } else {
-            identity_addr.ip().to_string()
+        // Each service reaches the others on the ports actually bound.
+        let url = |addr: SocketAddr| {
+            let host = if addr.ip().is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else {
+                addr.ip().to_string()
+            };
+            format!("http://{host}:{}", addr.port())
         };
+        settings
+            .gateway
+            .upstreams
+            .insert(cos_identity::GRPC_SERVICE.to_owned(), url(identity_addr));
         settings.gateway.upstreams.insert(
-            cos_identity::GRPC_SERVICE.to_owned(),
-            format!("http://{connect_host}:{}", identity_addr.port()),
+            cos_segmentation::GRPC_SERVICE.to_owned(),
+            url(segmentation_addr),
         );
+        settings
+            .gateway
+            .upstreams
+            .insert(cos_billing::GRPC_SERVICE.to_owned(), url(billing_addr));
+        settings.segmentation.identity_url = url(identity_addr);
+        settings.segmentation.billing_url = url(billing_addr);
+        settings.billing.identity_url = url(identity_addr);
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let started = async {
@@ -220,6 +404,23 @@ impl Mesh {
                 &keyring,
                 listeners.identity,
                 listeners.identity_admin,
+                &shutdown,
+                &mut tasks,
+            )
+            .await?;
+            start_billing(
+                &settings,
+                &keyring,
+                listeners.billing,
+                listeners.billing_admin,
+                &shutdown,
+                &mut tasks,
+            )
+            .await?;
+            start_segmentation(
+                &settings,
+                listeners.segmentation,
+                listeners.segmentation_admin,
                 &shutdown,
                 &mut tasks,
             )
@@ -242,6 +443,8 @@ impl Mesh {
         Ok(Self {
             gateway_addr,
             identity_addr,
+            segmentation_addr,
+            billing_addr,
             gateway_admin_addr,
             identity_admin_addr,
             shutdown,

@@ -15,6 +15,18 @@ async fn reencrypting_moves_every_secret_to_the_new_key() {
     // First start: the signing key is created and encrypted under the test ring ("test1").
     let t = start(db.clone(), amqp.clone(), settings.clone()).await;
     let before = t.register("rotate@example.com", "Rotation").await;
+    // A platform-level secret in billing's integration settings (the Stripe key).
+    t.grant_platform_admin("rotate@example.com").await;
+    let admin = access_token(&t.login("rotate@example.com", None).await);
+    let (s, b, _) = t
+        .call(
+            reqwest::Method::PUT,
+            "/v1/admin/integrations/stripe",
+            Some(&admin),
+            Some(serde_json::json!({"values": {"secret_key": "sk_test_rotation0000000000abcd"}, "reason": "rotation test"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
     let old_ring = t.keyring.clone();
     let mut t = t;
     t.mesh.take().expect("running mesh").stop().await.unwrap();
@@ -26,12 +38,24 @@ async fn reencrypting_moves_every_secret_to_the_new_key() {
     let changed = campaign_os::reencrypt_secrets(&settings, &both)
         .await
         .unwrap();
-    assert_eq!(changed, vec![("identity.signing_keys", 1)]);
+    assert_eq!(
+        changed,
+        vec![
+            ("identity.signing_keys", 1),
+            ("billing.integration_configs", 1)
+        ]
+    );
     // Idempotent.
     let again = campaign_os::reencrypt_secrets(&settings, &both)
         .await
         .unwrap();
-    assert_eq!(again, vec![("identity.signing_keys", 0)]);
+    assert_eq!(
+        again,
+        vec![
+            ("identity.signing_keys", 0),
+            ("billing.integration_configs", 0)
+        ]
+    );
 
     // The new key alone now reads everything: start the mesh with a ring holding only k2.
     let only_new = KeyRing::parse(
@@ -43,6 +67,7 @@ async fn reencrypting_moves_every_secret_to_the_new_key() {
         "k2",
     )
     .unwrap();
+    let only_new_copy = only_new.clone();
     let listeners = campaign_os::MeshListeners::ephemeral().await.unwrap();
     let mesh = campaign_os::Mesh::start(settings.clone(), only_new, listeners)
         .await
@@ -57,6 +82,27 @@ async fn reencrypting_moves_every_secret_to_the_new_key() {
         .await
         .unwrap();
     assert_eq!(me.status(), 200);
+    // The Stripe key still decrypts under the new key alone.
+    let db = cos_db::Db::connect(&settings.pool_settings(Some(1)))
+        .await
+        .unwrap();
+    let stripe = cos_integrations::IntegrationStore::new("billing")
+        .load(
+            &db,
+            &only_new_copy,
+            cos_integrations::Scope::Platform,
+            "stripe",
+        )
+        .await
+        .expect("decrypts with k2 alone")
+        .expect("stored");
+    assert_eq!(
+        stripe
+            .secret("secret_key")
+            .map(|s| s.expose_secret().to_owned()),
+        Some("sk_test_rotation0000000000abcd".to_owned())
+    );
+    db.pool().close().await;
     mesh.stop().await.unwrap();
 
     // And the old key alone no longer can.

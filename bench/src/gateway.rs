@@ -214,6 +214,8 @@ fn start_servers(
                 gateway: listen(nodelay.gateway()).await?,
                 identity_admin: Some(listen(false).await?),
                 gateway_admin: Some(listen(false).await?),
+                // The other services on random ports as usual.
+                ..MeshListeners::ephemeral().await?
             };
             Mesh::start(settings.clone(), keyring.clone(), listeners).await
         })?;
@@ -568,7 +570,7 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-fn machine_facts() -> Value {
+pub(crate) fn machine_facts() -> Value {
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -651,7 +653,7 @@ async fn direct_channels(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<Chann
     Ok(channels)
 }
 
-fn command_line() -> String {
+pub(crate) fn command_line() -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
     format!("cargo run --release -p cos-bench -- {}", args.join(" "))
 }

@@ -23,6 +23,8 @@ pub struct GatewayConfig {
     /// gRPC endpoint of each service, by proto service full name.
     pub upstreams: BTreeMap<String, String>,
     pub body_limit_bytes: usize,
+    /// Body limit of CSV uploads (`POST /v1/contact-imports`); JSON bodies keep `body_limit_bytes`.
+    pub import_max_bytes: usize,
     /// Allowed browser origins; `*` allows any; empty disables CORS.
     pub cors_origins: Vec<String>,
     pub rate_limit: RateLimits,
@@ -42,6 +44,17 @@ impl GatewayConfig {
             "campaignos.identity.v1.IdentityService".to_owned(),
             identity_url,
         );
+        upstreams.insert(
+            "campaignos.segmentation.v1.SegmentationService".to_owned(),
+            r.get(
+                "gateway.segmentation_url",
+                "http://127.0.0.1:50053".to_owned(),
+            ),
+        );
+        upstreams.insert(
+            "campaignos.billing.v1.BillingService".to_owned(),
+            r.get("gateway.billing_url", "http://127.0.0.1:50052".to_owned()),
+        );
         let cfg = Self {
             http_addr: r.get(
                 "gateway.http_addr",
@@ -53,6 +66,7 @@ impl GatewayConfig {
             ),
             upstreams,
             body_limit_bytes: r.get("gateway.body_limit_bytes", 1024 * 1024),
+            import_max_bytes: r.get("gateway.import_max_bytes", 64 * 1024 * 1024),
             cors_origins: r.list("gateway.cors_origins", &[]),
             rate_limit: RateLimits {
                 per_ip_per_minute: r.get("gateway.rate_limit.per_ip_per_minute", 1200),
@@ -65,6 +79,13 @@ impl GatewayConfig {
         };
         if cfg.body_limit_bytes < 1024 {
             r.invalid("gateway.body_limit_bytes", "must be at least 1024");
+        }
+        // Bounded so the gRPC message carrying the file stays far below protobuf's 2 GiB limit.
+        if !(1024..=1024 * 1024 * 1024).contains(&cfg.import_max_bytes) {
+            r.invalid(
+                "gateway.import_max_bytes",
+                "must be between 1024 and 1073741824",
+            );
         }
         cfg
     }

@@ -5,6 +5,7 @@
 
 mod codec;
 pub mod config;
+mod contact_files;
 pub mod openapi;
 mod ratelimit;
 pub mod routes;
@@ -35,6 +36,10 @@ use ratelimit::{Limit, RateLimiter, Verdict};
 use routes::{Lookup, Route, RouteTable};
 
 const REQUEST_ID: &str = "x-request-id";
+const BILLING_SERVICE: &str = "campaignos.billing.v1.BillingService";
+/// How long the gateway's view of a tenant's status may be cached (billing drops the entry on
+/// every change, so a suspension applies at once; the TTL only bounds a missed invalidation).
+const SUSPENSION_CACHE_TTL: Duration = Duration::from_secs(30);
 
 struct AppState {
     routes: RouteTable,
@@ -47,6 +52,8 @@ struct AppState {
     /// When an unknown `kid` last triggered a JWKS fetch (rate-limits those fetches).
     last_jwks_attempt: Mutex<Option<Instant>>,
     jwks_refresh_flight: tokio::sync::Mutex<()>,
+    /// Billing's view of tenants (suspension), when billing is an upstream.
+    entitlements: Option<cos_entitlements::EntitlementClient>,
 }
 
 /// A built gateway.
@@ -84,6 +91,18 @@ impl Gateway {
         let openapi = Bytes::from(serde_json::to_vec_pretty(&doc)?);
         let verifier =
             TokenVerifier::new(KeySet::new(), &common.auth.issuer, &common.auth.audience);
+        let entitlements = upstreams
+            .get(BILLING_SERVICE)
+            .map(|channel| {
+                cos_entitlements::EntitlementClient::from_channel(
+                    channel.clone(),
+                    &common.redis.url,
+                    &common.redis.key_prefix,
+                    SUSPENSION_CACHE_TTL,
+                )
+            })
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("COS_REDIS__URL: {e}"))?;
         let state = AppState {
             routes,
             upstreams,
@@ -94,6 +113,7 @@ impl Gateway {
             config,
             last_jwks_attempt: Mutex::new(None),
             jwks_refresh_flight: tokio::sync::Mutex::new(()),
+            entitlements,
         };
         Ok(Self {
             state: Arc::new(state),
@@ -217,6 +237,9 @@ fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
         .expose_headers([
             header::HeaderName::from_static(REQUEST_ID),
             header::RETRY_AFTER,
+            // The CSV import's job URL and the export's file name.
+            header::LOCATION,
+            header::CONTENT_DISPOSITION,
         ])
         .max_age(Duration::from_secs(600));
     if origins.iter().any(|o| o == "*") {
@@ -441,7 +464,8 @@ async fn process(
     req: axum::extract::Request,
     rid: &str,
 ) -> (String, Result<Response, Failure>) {
-    let lookup = state.routes.lookup(req.method(), req.uri().path());
+    // The hand-written routes (CSV import, contact export) first, then the transcoded table.
+    let lookup = contact_files::lookup(&state.routes, req.method(), req.uri().path());
     if !matches!(lookup, Lookup::Found(..)) {
         // Probing unknown paths still costs the client its per-IP budget.
         let ip = client_ip(state, req.headers(), peer);
@@ -562,6 +586,22 @@ async fn call_route(
         limits.push(tenant_limit(state, p));
     }
     enforce(state, &limits).await?;
+    if let (Some(p), Some(token)) = (&principal, &forward) {
+        refuse_suspended(state, route, p, token).await?;
+    }
+
+    // Hand-written routes read their own bodies and call their RPCs themselves.
+    if let Some(hand) = contact_files::HandRoute::of(route) {
+        let caller = contact_files::Caller {
+            rid,
+            ip,
+            bearer: forward.as_deref(),
+        };
+        return hand
+            .serve(state, route, parts, body, caller)
+            .await
+            .map_err(Failure::from);
+    }
 
     // Body: size first (before reading it), then type, then JSON.
     let limit = state.config.body_limit_bytes;
@@ -653,6 +693,61 @@ async fn call_route(
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
+}
+
+/// Routes a suspended tenant keeps: billing (to see why and to pay), data export, sign-in and
+/// session routes, the caller's profile and tenant list (to switch to another workspace), and
+/// platform administration.
+fn allowed_while_suspended(route: &Route) -> bool {
+    let service = route.method.parent_service().full_name();
+    let name = route.method.name();
+    route.policy.public
+        || route.policy.platform_admin
+        || service == BILLING_SERVICE
+        || name.starts_with("Export")
+        || route.pattern.contains("export")
+        || (service == "campaignos.identity.v1.IdentityService"
+            && matches!(name, "GetMe" | "ListMyTenants" | "SwitchTenant"))
+}
+
+/// 403 for a suspended tenant on everything but [`allowed_while_suspended`]. Fails open when
+/// billing and its cache are both unreachable (reads must keep working; every service still
+/// refuses creating and sending without knowing the plan).
+async fn refuse_suspended(
+    state: &AppState,
+    route: &Route,
+    p: &Principal,
+    token: &str,
+) -> Result<(), Failure> {
+    let Some(client) = &state.entitlements else {
+        return Ok(());
+    };
+    if allowed_while_suspended(route) {
+        return Ok(());
+    }
+    match client
+        .get(
+            p.tenant_id,
+            &cos_entitlements::CallAuth::Bearer(token.to_owned()),
+        )
+        .await
+    {
+        Ok(e) if e.status == cos_entitlements::SubscriptionStatus::Suspended => {
+            metrics::counter!("cos_gateway_suspended_refusals_total").increment(1);
+            Err(ServiceError::permission_denied(
+                "this workspace is suspended: only billing and data export are available; contact support",
+            )
+            .with_metadata("status", "suspended")
+            .into())
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.code == ErrorCode::Unavailable => {
+            metrics::counter!("cos_gateway_suspension_check_errors_total").increment(1);
+            tracing::warn!(error = %e, "tenant status unknown (billing unreachable); letting the request through");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn set_request_metadata(md: &mut tonic::metadata::MetadataMap, rid: &str, ip: IpAddr) {

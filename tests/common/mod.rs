@@ -182,6 +182,28 @@ impl TestMesh {
         db.pool().close().await;
     }
 
+    /// Moves a tenant to another plan as a platform admin would (complimentary, audited), e.g.
+    /// "enterprise" for tests that need more than the trial's limits.
+    pub async fn comp_plan(&self, tenant_token: &str, tenant_id: &str, plan: &str) {
+        // Billing starts a tenant's subscription on the tenant's first request.
+        let (s, b) = self
+            .get("/v1/billing/subscription", Some(tenant_token))
+            .await;
+        assert_eq!(s, 200, "subscription: {b}");
+        let email = format!("ops-{}@platform.example", uuid::Uuid::new_v4().simple());
+        self.register(&email, "Platform Ops").await;
+        self.grant_platform_admin(&email).await;
+        let admin = access_token(&self.login(&email, None).await);
+        let (s, b) = self
+            .post(
+                &format!("/v1/admin/tenants/{tenant_id}/subscription:override"),
+                Some(&admin),
+                json!({"plan": plan, "comp": true, "extend_days": 30, "reason": "test needs a bigger plan"}),
+            )
+            .await;
+        assert_eq!(s, 200, "plan override: {b}");
+    }
+
     /// Direct SQL on the test database as the owner (for "nothing was written" checks).
     pub async fn count(&self, sql: &'static str) -> i64 {
         let pool = sqlx::PgPool::connect(&self.db.url).await.expect("db");

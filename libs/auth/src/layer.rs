@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 
 use crate::jwt::TokenVerifier;
 use crate::principal::Principal;
+use crate::service::{SERVICE_AUTH_HEADER, ServiceCredential, ServicePrincipal};
 
 /// Policies of the methods a server hosts, keyed by gRPC path.
 #[derive(Clone, Debug, Default)]
@@ -95,11 +96,22 @@ impl MethodPolicies {
 pub struct AuthLayer {
     verifier: TokenVerifier,
     policies: MethodPolicies,
+    service: Option<ServiceCredential>,
 }
 
 impl AuthLayer {
     pub fn new(verifier: TokenVerifier, policies: MethodPolicies) -> Self {
-        Self { verifier, policies }
+        Self {
+            verifier,
+            policies,
+            service: None,
+        }
+    }
+
+    /// Also accept service credentials (see [`crate::ServiceCredential`]) on `internal` methods.
+    pub fn with_service_credential(mut self, credential: Option<ServiceCredential>) -> Self {
+        self.service = credential;
+        self
     }
 }
 
@@ -110,6 +122,7 @@ impl<S> tower::Layer<S> for AuthLayer {
             inner,
             verifier: self.verifier.clone(),
             policies: self.policies.clone(),
+            service: self.service.clone(),
         }
     }
 }
@@ -119,6 +132,33 @@ pub struct AuthService<S> {
     inner: S,
     verifier: TokenVerifier,
     policies: MethodPolicies,
+    service: Option<ServiceCredential>,
+}
+
+impl MethodPolicies {
+    /// Decides on a call that carries a service credential: only `internal` methods accept one,
+    /// and only when this server has the mesh secret.
+    pub fn authorize_service(
+        &self,
+        credential: Option<&ServiceCredential>,
+        path: &str,
+        header: &str,
+    ) -> Result<ServicePrincipal, ServiceError> {
+        if !self.get(path).is_some_and(|p| p.internal) {
+            return Err(ServiceError::permission_denied(
+                "service credentials are only accepted on internal methods",
+            ));
+        }
+        let Some(credential) = credential else {
+            return Err(ServiceError::unauthenticated(
+                "this service does not accept service credentials (no service secret configured)",
+            ));
+        };
+        credential.verify(path, header).map_err(|e| {
+            tracing::warn!(error = %e, path, "service credential rejected");
+            ServiceError::unauthenticated("invalid service credential")
+        })
+    }
 }
 
 impl<S, B, RB> tower::Service<http::Request<B>> for AuthService<S>
@@ -137,6 +177,29 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        if let Some(header) = req.headers().get(SERVICE_AUTH_HEADER) {
+            let verdict = match header.to_str() {
+                Ok(h) => {
+                    self.policies
+                        .authorize_service(self.service.as_ref(), req.uri().path(), h)
+                }
+                Err(_) => Err(ServiceError::unauthenticated("invalid service credential")),
+            };
+            return match verdict {
+                Ok(principal) => {
+                    let span = tracing::Span::current();
+                    span.record("tenant_id", tracing::field::display(principal.tenant_id));
+                    req.extensions_mut().insert(principal);
+                    let clone = self.inner.clone();
+                    let mut inner = std::mem::replace(&mut self.inner, clone);
+                    Box::pin(inner.call(req))
+                }
+                Err(err) => {
+                    let response = err.to_status().into_http::<RB>();
+                    Box::pin(async move { Ok(response) })
+                }
+            };
+        }
         let authorization = req
             .headers()
             .get(http::header::AUTHORIZATION)

@@ -5,7 +5,9 @@
 mod jwt;
 mod layer;
 mod principal;
+mod remote;
 mod roles;
+mod service;
 
 pub use jwt::{
     AccessClaims, Jwk, KeySet, SigningKey, TokenError, TokenIssuer, TokenVerifier, random_token,
@@ -13,4 +15,9 @@ pub use jwt::{
 };
 pub use layer::{AuthLayer, AuthService, MethodPolicies, principal_of};
 pub use principal::{Principal, PrincipalKind};
+pub use remote::RemoteJwks;
 pub use roles::{ALL_PERMISSIONS, Permission, Role, api_key_grantable, permissions_of};
+pub use service::{
+    MAX_SKEW_SECS, MIN_SERVICE_SECRET_LEN, SERVICE_AUTH_HEADER, ServiceAuthError,
+    ServiceCredential, ServicePrincipal, service_principal_of,
+};

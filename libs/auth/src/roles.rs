@@ -62,6 +62,9 @@ const MATRIX: &[(Permission, Role, bool)] = &[
     ("audit.read", Role::Admin, true),
     ("contacts.read", Role::Viewer, true),
     ("contacts.write", Role::Editor, true),
+    ("contacts.export", Role::Editor, true),
+    ("contacts.erase", Role::Admin, true),
+    ("contact_attributes.write", Role::Admin, true),
     ("segments.read", Role::Viewer, true),
     ("segments.write", Role::Editor, true),
     ("campaigns.read", Role::Viewer, true),
@@ -69,6 +72,7 @@ const MATRIX: &[(Permission, Role, bool)] = &[
     ("campaigns.launch", Role::Editor, true),
     ("analytics.read", Role::Viewer, true),
     ("analytics.ingest", Role::Editor, true),
+    ("plan.read", Role::Viewer, true),
     ("billing.read", Role::Admin, true),
     ("billing.manage", Role::Owner, false),
 ];
@@ -121,6 +125,9 @@ mod tests {
     #[test]
     fn the_matrix_says_what_the_product_promises() {
         assert!(role_has(Role::Owner, "billing.manage"));
+        assert!(role_has(Role::Viewer, "plan.read"));
+        assert!(!role_has(Role::Editor, "billing.read"));
+        assert!(role_has(Role::Admin, "billing.read"));
         assert!(!role_has(Role::Admin, "billing.manage"));
         assert!(role_has(Role::Admin, "api_keys.write"));
         assert!(!role_has(Role::Editor, "api_keys.write"));

@@ -63,7 +63,7 @@ pub struct CryptoSettings {
     pub active_key_id: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuthSettings {
     pub issuer: String,
     pub audience: String,
@@ -71,6 +71,9 @@ pub struct AuthSettings {
     pub refresh_ttl: Duration,
     /// How often services re-read the identity service's JWKS.
     pub jwks_refresh: Duration,
+    /// Shared mesh secret for service-to-service calls of internal RPCs by background jobs
+    /// (`cos_auth::ServiceCredential`); at least 32 characters. None: such calls are refused.
+    pub service_secret: Option<String>,
 }
 
 /// Settings shared by every process.
@@ -141,7 +144,11 @@ impl CommonConfig {
             access_ttl: r.seconds("auth.access_ttl_secs", 900),
             refresh_ttl: r.seconds("auth.refresh_ttl_secs", 30 * 24 * 3600),
             jwks_refresh: r.seconds("auth.jwks_refresh_secs", 60),
+            service_secret: r.optional("auth.service_secret"),
         };
+        if auth.service_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            r.invalid("auth.service_secret", "must be at least 32 characters");
+        }
         if auth.access_ttl.is_zero() || auth.access_ttl > Duration::from_secs(24 * 3600) {
             r.invalid("auth.access_ttl_secs", "must be between 1 and 86400");
         }
@@ -216,6 +223,22 @@ impl std::fmt::Debug for RedisSettings {
         f.debug_struct("RedisSettings")
             .field("url", &"[REDACTED]")
             .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("access_ttl", &self.access_ttl)
+            .field("refresh_ttl", &self.refresh_ttl)
+            .field("jwks_refresh", &self.jwks_refresh)
+            .field(
+                "service_secret",
+                &self.service_secret.as_ref().map(|_| "[REDACTED]"),
+            )
             .finish()
     }
 }

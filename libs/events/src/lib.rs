@@ -31,7 +31,7 @@ pub use consumer::{
 pub use cos_proto::common::v1::EventEnvelope;
 pub use error::{Error, Result};
 pub use ident::validate_identifier;
-pub use outbox::{NOTIFY_CHANNEL, NewEvent, enqueue, enqueue_with_type};
+pub use outbox::{NOTIFY_CHANNEL, NewEvent, enqueue, enqueue_many, enqueue_with_type};
 pub use relay::{DEFAULT_EXCHANGE, OutboxRelay, RelayConfig};
 pub use schema::{ensure_tables, tables_ddl};
 pub use trace::{current_traceparent, parent_context};

@@ -93,3 +93,58 @@ pub async fn enqueue_with_type<M: Message>(
     tracing::debug!(%id, event_type = event.event_type, schema, "event enqueued");
     Ok(id)
 }
+
+/// Writes many events of one type in one statement (bulk paths such as CSV import, segment
+/// refresh); otherwise exactly like [`enqueue`]. Returns how many were written.
+pub async fn enqueue_many<M: Message + prost::Name>(
+    conn: &mut PgConnection,
+    schema: &str,
+    source: &str,
+    event_type: &str,
+    tenant_id: Option<Uuid>,
+    payloads: &[M],
+) -> Result<usize> {
+    validate_identifier("schema", schema)?;
+    validate_event_type(event_type)?;
+    if payloads.is_empty() {
+        return Ok(0);
+    }
+    let traceparent = current_traceparent();
+    let occurred_at = Some(prost_types::Timestamp::from(SystemTime::now()));
+    let payload_type = M::full_name();
+    let mut ids = Vec::with_capacity(payloads.len());
+    let mut envelopes = Vec::with_capacity(payloads.len());
+    for payload in payloads {
+        let id = Uuid::now_v7();
+        ids.push(id);
+        envelopes.push(
+            EventEnvelope {
+                id: id.to_string(),
+                r#type: event_type.to_owned(),
+                tenant_id: tenant_id.map(|t| t.to_string()).unwrap_or_default(),
+                occurred_at,
+                traceparent: traceparent.clone(),
+                payload: payload.encode_to_vec(),
+                payload_type: payload_type.clone(),
+                source: source.to_owned(),
+            }
+            .encode_to_vec(),
+        );
+    }
+    let sql = format!(
+        "WITH ins AS (INSERT INTO {}.outbox (id, event_type, tenant_id, envelope) \
+         SELECT id, $2, $3, envelope FROM unnest($1::uuid[], $4::bytea[]) AS e(id, envelope)) \
+         SELECT pg_notify('{NOTIFY_CHANNEL}', $5)",
+        quoted(schema)
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(&ids)
+        .bind(event_type)
+        .bind(tenant_id)
+        .bind(&envelopes)
+        .bind(schema)
+        .execute(conn)
+        .await?;
+    tracing::debug!(count = ids.len(), event_type, schema, "events enqueued");
+    Ok(ids.len())
+}

@@ -21,6 +21,18 @@ pub mod identity {
     }
 }
 
+pub mod billing {
+    pub mod v1 {
+        tonic::include_proto!("campaignos.billing.v1");
+    }
+}
+
+pub mod segmentation {
+    pub mod v1 {
+        tonic::include_proto!("campaignos.segmentation.v1");
+    }
+}
+
 /// Serialized `FileDescriptorSet` of every compiled proto (with imports).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("campaignos_descriptor");
 

@@ -3,6 +3,7 @@
 //! TCP proxy that can take a dependency "down" to test outages.
 
 mod proxy;
+pub mod stripe;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -13,6 +13,11 @@ pub struct IdentityConfig {
     /// Lifetime of the access tokens minted for API keys (short: revocation takes effect when
     /// the gateway next asks).
     pub api_key_token_ttl_secs: u64,
+    /// Billing's gRPC endpoint (`http://host:port`), for plan limits on seats and API keys.
+    /// Unset: those limits are not enforced (a warning is logged at start).
+    pub billing_url: Option<String>,
+    /// How long entitlements stay cached in Redis (billing drops them on every change).
+    pub entitlements_cache_ttl_secs: u64,
 }
 
 impl IdentityConfig {
@@ -27,7 +32,15 @@ impl IdentityConfig {
                 SocketAddr::from(([127, 0, 0, 1], 9101)),
             ),
             api_key_token_ttl_secs: r.get("identity.api_key_token_ttl_secs", 300),
+            billing_url: r.optional("identity.billing_url"),
+            entitlements_cache_ttl_secs: r.get("identity.entitlements_cache_ttl_secs", 30),
         };
+        if !(1..=600).contains(&cfg.entitlements_cache_ttl_secs) {
+            r.invalid(
+                "identity.entitlements_cache_ttl_secs",
+                "must be between 1 and 600",
+            );
+        }
         if !(10..=3600).contains(&cfg.api_key_token_ttl_secs) {
             r.invalid(
                 "identity.api_key_token_ttl_secs",

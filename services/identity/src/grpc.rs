@@ -25,6 +25,7 @@ use crate::domain::{
 use crate::error::{Error, Result};
 use crate::events;
 use crate::store::{self, NewAudit};
+use cos_entitlements::{CallAuth, EntitlementClient, Entitlements, Limit};
 
 /// Everything the handlers need.
 pub struct IdentityApi {
@@ -38,6 +39,8 @@ pub struct IdentityApi {
     pub(crate) dummy_hash: String,
     /// Bounds concurrent argon2 work (memory- and CPU-hard by design).
     pub(crate) password_slots: Arc<tokio::sync::Semaphore>,
+    /// Plan limits (seats, API keys) from billing; None when billing is not configured.
+    pub(crate) entitlements: Option<EntitlementClient>,
 }
 
 const INVALID_CREDENTIALS: &str = "invalid email or password";
@@ -154,10 +157,37 @@ fn collect<T>(
     r.map_err(|m| errs.push(violation(field, m))).ok()
 }
 
+/// The caller's bearer token, to ask billing with.
+fn call_auth<T>(req: &Request<T>) -> Result<CallAuth> {
+    CallAuth::from_metadata(req.metadata())
+        .ok_or_else(|| ServiceError::unauthenticated("missing bearer token").into())
+}
+
 /// How long a password operation waits for a free slot before telling the client to retry.
 const PASSWORD_SLOT_WAIT: Duration = Duration::from_secs(10);
 
 impl IdentityApi {
+    /// The tenant's plan, asked before any transaction opens (a call to billing must not hold
+    /// row locks). None when billing is not configured. Fails closed: when billing cannot be
+    /// asked, the creation is refused with UNAVAILABLE rather than let through unchecked.
+    async fn plan(&self, tenant_id: Uuid, auth: &CallAuth) -> Result<Option<Entitlements>> {
+        match &self.entitlements {
+            Some(client) => Ok(Some(client.get(tenant_id, auth).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Tells billing the new value of a gauge for usage pages; best effort, off the request path.
+    fn report_usage(&self, tenant_id: Uuid, limit: Limit, value: i64, auth: CallAuth) {
+        if let Some(client) = self.entitlements.clone() {
+            tokio::spawn(async move {
+                if let Err(e) = client.report_usage(tenant_id, limit, value, &auth).await {
+                    tracing::warn!(error = %e, %tenant_id, limit = limit.as_str(), "could not report usage to billing");
+                }
+            });
+        }
+    }
+
     /// Argon2id takes ~19 MiB and a core for tens of milliseconds per call; a bounded number run at
     /// once, so a burst of logins queues (then gets UNAVAILABLE) instead of exhausting memory.
     async fn password_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
@@ -769,6 +799,7 @@ impl IdentityApi {
     async fn add_member(&self, req: Request<pb::AddMemberRequest>) -> Result<pb::Member> {
         let p = principal_of(&req)?.clone();
         let rid = request_id(&req);
+        let auth = call_auth(&req)?;
         let r = req.into_inner();
         let mut errs = Vec::new();
         let email = collect("email", Email::parse(&r.email), &mut errs);
@@ -776,7 +807,12 @@ impl IdentityApi {
         let (Some(email), Some(role)) = (email, role) else {
             return Err(ServiceError::invalid_fields(errs).into());
         };
+        let plan = self.plan(p.tenant_id, &auth).await?;
+        if let Some(plan) = &plan {
+            plan.ensure_can_create()?;
+        }
         let mut tx = self.db.tenant_tx(p.tenant_id).await?;
+        store::lock_tenant(&mut tx, p.tenant_id).await?;
         let p = Self::current_principal(&mut tx, &p, "members.write").await?;
         check_membership_change(p.role, MembershipChange::Add { role }, 0)
             .map_err(ServiceError::permission_denied)?;
@@ -788,6 +824,20 @@ impl IdentityApi {
                     "no account uses this email; ask them to register first",
                 )
             })?;
+        let seats = store::count_members(&mut tx, p.tenant_id).await?;
+        if let Some(plan) = &plan {
+            if store::membership_role(&mut tx, p.tenant_id, user.id)
+                .await?
+                .is_some()
+            {
+                return Err(
+                    ServiceError::already_exists("this user is already a member")
+                        .with_violation("email", "is already a member")
+                        .into(),
+                );
+            }
+            plan.check_limit(Limit::Seats, seats, 1)?;
+        }
         if let Err(e) = store::insert_membership(&mut tx, p.tenant_id, user.id, role.as_str()).await
         {
             if cos_db::unique_violation(&e) == Some("memberships_pkey") {
@@ -828,6 +878,7 @@ impl IdentityApi {
             .await?
             .ok_or_else(|| Error::Internal("member vanished".into()))?;
         tx.commit().await?;
+        self.report_usage(p.tenant_id, Limit::Seats, seats + 1, auth);
         Ok(member_pb(member))
     }
 
@@ -913,6 +964,7 @@ impl IdentityApi {
             },
         )?;
         store::delete_membership(&mut tx, p.tenant_id, user_id).await?;
+        let seats = store::count_members(&mut tx, p.tenant_id).await?;
         let sessions = store::revoke_user_sessions(&mut tx, p.tenant_id, user_id).await?;
         store::insert_audit(
             &mut tx,
@@ -940,6 +992,9 @@ impl IdentityApi {
         )
         .await?;
         tx.commit().await?;
+        if let Ok(auth) = call_auth(&req) {
+            self.report_usage(p.tenant_id, Limit::Seats, seats, auth);
+        }
         Ok(pb::RemoveMemberResponse {})
     }
 
@@ -958,10 +1013,13 @@ impl IdentityApi {
     ) -> Result<pb::CreateApiKeyResponse> {
         let p = principal_of(&req)?.clone();
         let rid = request_id(&req);
+        let auth = call_auth(&req)?;
         let r = req.into_inner();
+        let plan = self.plan(p.tenant_id, &auth).await?;
         // Scopes are checked against what the caller holds now, so the transaction starts first;
         // a validation error rolls it back with nothing written.
         let mut tx = self.db.tenant_tx(p.tenant_id).await?;
+        store::lock_tenant(&mut tx, p.tenant_id).await?;
         let p = Self::current_principal(&mut tx, &p, "api_keys.write").await?;
         let mut errs = Vec::new();
         let name = collect("name", DisplayName::parse(&r.name), &mut errs);
@@ -986,6 +1044,10 @@ impl IdentityApi {
         };
         if !errs.is_empty() {
             return Err(ServiceError::invalid_fields(errs).into());
+        }
+        let keys = store::count_active_api_keys(&mut tx, p.tenant_id).await?;
+        if let Some(plan) = &plan {
+            plan.check_limit(Limit::ApiKeys, keys, 1)?;
         }
         if scopes.is_empty() {
             scopes = permissions_of(p.role)
@@ -1034,6 +1096,7 @@ impl IdentityApi {
         )
         .await?;
         tx.commit().await?;
+        self.report_usage(p.tenant_id, Limit::ApiKeys, keys + 1, auth);
         Ok(pb::CreateApiKeyResponse {
             api_key: Some(api_key_pb(row)),
             secret,
@@ -1052,7 +1115,8 @@ impl IdentityApi {
         let key = store::api_key_for_update(&mut tx, p.tenant_id, id)
             .await?
             .ok_or_else(|| ServiceError::not_found("API key"))?;
-        if key.revoked_at.is_none() {
+        let revoked_now = key.revoked_at.is_none();
+        if revoked_now {
             store::revoke_api_key(&mut tx, id).await?;
             store::insert_audit(
                 &mut tx,
@@ -1080,7 +1144,11 @@ impl IdentityApi {
             )
             .await?;
         }
+        let keys = store::count_active_api_keys(&mut tx, p.tenant_id).await?;
         tx.commit().await?;
+        if revoked_now && let Ok(auth) = call_auth(&req) {
+            self.report_usage(p.tenant_id, Limit::ApiKeys, keys, auth);
+        }
         Ok(pb::RevokeApiKeyResponse {})
     }
 

@@ -104,7 +104,25 @@ impl Identity {
         })
         .await?
         .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
+        let entitlements = match &config.billing_url {
+            Some(url) => Some(
+                cos_entitlements::EntitlementClient::new(
+                    url,
+                    &common.redis.url,
+                    &common.redis.key_prefix,
+                    std::time::Duration::from_secs(config.entitlements_cache_ttl_secs),
+                )
+                .map_err(|e| anyhow::anyhow!("COS_IDENTITY__BILLING_URL: {e}"))?,
+            ),
+            None => {
+                tracing::warn!(
+                    "COS_IDENTITY__BILLING_URL is not set: plan limits on seats and API keys are NOT enforced"
+                );
+                None
+            }
+        };
         let api = grpc::IdentityApi {
+            entitlements,
             db,
             issuer,
             jwks: signing.published,

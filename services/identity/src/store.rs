@@ -534,3 +534,29 @@ pub async fn all_tenants_page(
     .fetch_all(c)
     .await
 }
+
+/// Serialises plan-limited creations (members, API keys) of one tenant: the count that is
+/// checked against the limit cannot change until the transaction ends.
+pub async fn lock_tenant(c: &mut PgConnection, tenant_id: Uuid) -> Result<()> {
+    sqlx::query("SELECT id FROM identity.tenants WHERE id = $1 FOR UPDATE")
+        .bind(tenant_id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+pub async fn count_members(c: &mut PgConnection, tenant_id: Uuid) -> Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM identity.memberships WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_one(c)
+        .await
+}
+
+pub async fn count_active_api_keys(c: &mut PgConnection, tenant_id: Uuid) -> Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM identity.api_keys WHERE tenant_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(tenant_id)
+    .fetch_one(c)
+    .await
+}
