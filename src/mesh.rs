@@ -395,6 +395,7 @@ impl Mesh {
             .insert(cos_billing::GRPC_SERVICE.to_owned(), url(billing_addr));
         settings.segmentation.identity_url = url(identity_addr);
         settings.segmentation.billing_url = url(billing_addr);
+        settings.identity.billing_url = Some(url(billing_addr));
         settings.billing.identity_url = url(identity_addr);
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();

@@ -15,7 +15,9 @@ async fn spawn_mesh_with(extra: &[(&str, &str)]) -> TestMesh {
     let amqp = cos_testkit::TestAmqp::new();
     let mut settings = common::test_settings(&db, &amqp, extra);
     let keyring = cos_crypto::KeyRing::generate("test1").expect("key ring");
-    let listeners = campaign_os::MeshListeners::ephemeral().await.expect("listeners");
+    let listeners = campaign_os::MeshListeners::ephemeral()
+        .await
+        .expect("listeners");
     let billing = listeners.billing.local_addr().expect("billing addr");
     settings.identity.billing_url = Some(format!("http://127.0.0.1:{}", billing.port()));
     let mesh = campaign_os::Mesh::start(settings.clone(), keyring.clone(), listeners)

@@ -41,7 +41,7 @@ COMMON_VARS = {
     "COS_DATABASE__ACQUIRE_TIMEOUT_SECS", "COS_AMQP__URL", "COS_AMQP__EXCHANGE",
     "COS_REDIS__URL", "COS_REDIS__KEY_PREFIX", "COS_CRYPTO__KEYS", "COS_CRYPTO__ACTIVE_KEY_ID",
     "COS_AUTH__ISSUER", "COS_AUTH__AUDIENCE", "COS_AUTH__ACCESS_TTL_SECS",
-    "COS_AUTH__REFRESH_TTL_SECS", "COS_AUTH__JWKS_REFRESH_SECS",
+    "COS_AUTH__REFRESH_TTL_SECS", "COS_AUTH__JWKS_REFRESH_SECS", "COS_AUTH__SERVICE_SECRET",
     # downward API / OpenTelemetry resource (not COS_*, never read as configuration)
     "K8S_POD_NAME", "K8S_NAMESPACE", "K8S_NODE_NAME", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
 }
@@ -50,6 +50,7 @@ GATEWAY_VARS = {
     "COS_GATEWAY__CORS_ORIGINS", "COS_GATEWAY__RATE_LIMIT__PER_IP_PER_MINUTE",
     "COS_GATEWAY__RATE_LIMIT__PER_TENANT_PER_MINUTE", "COS_GATEWAY__RATE_LIMIT__AUTH_PER_IP_PER_MINUTE",
     "COS_GATEWAY__TRUST_FORWARDED_FOR", "COS_GATEWAY__UPSTREAM_TIMEOUT_SECS", "COS_GATEWAY__PUBLIC_URL",
+    "COS_GATEWAY__IMPORT_MAX_BYTES",
 } | {f"COS_GATEWAY__{s.upper()}_URL" for s in ALL_SERVICES if s != "gateway"}
 
 
@@ -101,7 +102,8 @@ MUST_FAIL: dict[str, dict] = {
     "production-without-active-key": {"config": {"crypto": {"activeKeyId": ""}}},
     "no-existing-secret": {"secrets": {"existingSecret": ""}},
     "unknown-dependency": {"services": {"billing": {"enabled": True, "dependsOn": ["nope"]}}},
-    "dependency-disabled": {"services": {"campaigns": {"enabled": True}}},
+    # automation needs campaigns, which is not enabled
+    "dependency-disabled": {"services": {"automation": {"enabled": True}}},
     "bad-kind": {"services": {"identity": {"kind": "http"}}},
     "access-ttl-too-long": {"config": {"auth": {"accessTtlSecs": 100000}}},
 }

@@ -549,6 +549,27 @@ impl BillingApi {
         Ok(checkout_pb(&row))
     }
 
+    async fn list_checkouts(
+        &self,
+        p: &Principal,
+        r: &pb::ListCheckoutsRequest,
+    ) -> Result<pb::ListCheckoutsResponse> {
+        let limit = page_size(r.page_size)?;
+        let status = match r.status.as_str() {
+            "" => None,
+            s @ ("open" | "completed") => Some(s),
+            _ => {
+                return Err(ServiceError::invalid("status", "must be open or completed").into());
+            }
+        };
+        let mut tx = self.db.tenant_tx(p.tenant_id).await?;
+        let rows = store::recent_checkouts(&mut tx, p.tenant_id, status, limit).await?;
+        tx.commit().await?;
+        Ok(pb::ListCheckoutsResponse {
+            checkouts: rows.iter().map(checkout_pb).collect(),
+        })
+    }
+
     async fn verify_checkout(
         &self,
         p: &Principal,
@@ -1578,6 +1599,13 @@ impl BillingService for BillingGrpc {
     ) -> Reply<pb::CheckoutSession> {
         let p = principal_of(&req)?.clone();
         reply(self.0.get_checkout(&p, &req.get_ref().session_id).await)
+    }
+    async fn list_checkouts(
+        &self,
+        req: Request<pb::ListCheckoutsRequest>,
+    ) -> Reply<pb::ListCheckoutsResponse> {
+        let p = principal_of(&req)?.clone();
+        reply(self.0.list_checkouts(&p, req.get_ref()).await)
     }
     async fn check_entitlement(
         &self,

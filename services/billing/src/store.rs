@@ -400,6 +400,24 @@ pub async fn checkout(
     .await
 }
 
+pub async fn recent_checkouts(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    status: Option<&str>,
+    limit: i64,
+) -> Result<Vec<CheckoutRow>> {
+    sqlx::query_as(
+        "SELECT id, tenant_id, plan_code, months, currency, unit_amount_minor, amount_minor, url, status, \
+         created_by, created_at, expires_at, completed_at FROM billing.checkout_sessions \
+         WHERE tenant_id = $1 AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC, id LIMIT $3",
+    )
+    .bind(tenant_id)
+    .bind(status)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
 pub async fn complete_checkout(
     conn: &mut PgConnection,
     id: &str,

@@ -57,6 +57,22 @@ async fn a_paid_session_extends_the_subscription_once() {
         field("success_url")
     );
 
+    // A buyer who paid but never came back leaves an open session the billing page can find.
+    let open = h
+        .c()
+        .list_checkouts(h.req(
+            pb::ListCheckoutsRequest {
+                page_size: 0,
+                status: "open".into(),
+            },
+            &token,
+        ))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(open.checkouts.len(), 1);
+    assert_eq!(open.checkouts[0].session_id, co.session_id);
+
     h.stripe.pay(&co.session_id);
     let v = h.verify(&token, &co.session_id).await.expect("verified");
     assert!(!v.already_applied);

@@ -900,9 +900,11 @@ impl SegmentationService for SegmentationGrpc {
             ))
             .into()),
             _ => {
-                return Err(
-                    Error::from(ServiceError::invalid("kind", "must be dynamic or static")).into(),
-                );
+                return Err(Error::from(ServiceError::invalid(
+                    "kind",
+                    "must be dynamic or static",
+                ))
+                .into());
             }
         };
         store::segments::create(
