@@ -286,6 +286,8 @@ async fn up(settings: Settings, dev_keyring: &std::path::Path) -> anyhow::Result
     println!("  Campaign OS is up.");
     println!("  Gateway:  {url}   (OpenAPI: {url}/openapi.json)");
     println!("  Identity: grpc://{}", mesh.identity_addr);
+    println!("  Billing:  grpc://{}", mesh.billing_addr);
+    println!("  Segmentation: grpc://{}", mesh.segmentation_addr);
     if let (Some(g), Some(i)) = (mesh.gateway_admin_addr, mesh.identity_admin_addr) {
         println!("  Admin:    http://{g}/metrics  http://{i}/readyz");
     }
