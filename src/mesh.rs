@@ -360,6 +360,13 @@ impl Mesh {
         // One process-wide TLS provider (aws-lc-rs, as sqlx and the Stripe client use): HTTP
         // clients in this process then never have to guess.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        // Background jobs call billing's internal RPCs with the mesh service credential. In one
+        // process every service shares it, so outside production a missing one is generated.
+        if settings.common.auth.service_secret.is_none()
+            && settings.common.environment != cos_config::Environment::Production
+        {
+            settings.common.auth.service_secret = Some(cos_auth::random_token(32));
+        }
         let identity_addr = listeners.identity.local_addr()?;
         let gateway_addr = listeners.gateway.local_addr()?;
         let segmentation_addr = listeners.segmentation.local_addr()?;

@@ -59,6 +59,12 @@ impl SegmentationConfig {
         if !(1..=10_000).contains(&cfg.dirty_batch) {
             r.invalid("segmentation.dirty_batch", "must be between 1 and 10000");
         }
+        if cfg.import_stale_after < Duration::from_secs(30) {
+            r.invalid(
+                "segmentation.import_stale_after_secs",
+                "must be at least 30 (a batch must finish well within it)",
+            );
+        }
         if cfg.worker_poll < Duration::from_millis(10) {
             r.invalid("segmentation.worker_poll_ms", "must be at least 10");
         }

@@ -619,6 +619,10 @@ impl SegmentationService for SegmentationGrpc {
         if !violations.is_empty() {
             return Err(Error::from(ServiceError::invalid_fields(violations)).into());
         }
+        self.0
+            .plan
+            .ensure_can_write(c.tenant, c.bearer.as_deref())
+            .await?;
         let mut tx = self.0.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
         let count: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM segmentation.attribute_definitions WHERE tenant_id = $1",
@@ -1044,6 +1048,9 @@ impl SegmentationService for SegmentationGrpc {
             },
         )
         .await?;
+        if changed {
+            store::segments::refresh_dependents_now(&mut tx, c.tenant, id).await?;
+        }
         let row = if changed {
             // New definition, new baseline (no events for the switch itself).
             segments_ops::refresh(&mut tx, c.tenant, id, None, false)

@@ -64,6 +64,9 @@ pub async fn create(
         s => Some(parse_uuid("static_segment_id", s)?),
     };
     let gate = api.plan.contact_gate(tenant, bearer).await?;
+    if let Some(e) = gate.no_create.clone() {
+        return Err(e.into());
+    }
     let mapping: BTreeMap<String, String> = r.mapping.into_iter().collect();
     let mut tx = api.db.tenant_tx(tenant).await?;
     if let Some(s) = static_segment {
@@ -90,6 +93,12 @@ pub async fn create(
     )
     .map_err(import_error)?;
     let unknown = parser.unknown_columns().to_vec();
+    // What each column was mapped to (given or inferred), as the job reports it.
+    let resolved: BTreeMap<String, String> = parser
+        .mapping()
+        .mapped()
+        .map(|(header, target)| (header.to_owned(), target.to_string()))
+        .collect();
     drop(parser);
     let id = Uuid::now_v7();
     let sha = Sha256::digest(&r.content);
@@ -101,7 +110,7 @@ pub async fn create(
             file_name,
             file_sha256: &sha.iter().map(|b| format!("{b:02x}")).collect::<String>(),
             content: &r.content,
-            mapping: json!(mapping),
+            mapping: json!(resolved),
             options: json!({
                 "static_segment_id": static_segment.map(|s| s.to_string()),
                 "skip_existing": r.skip_existing,

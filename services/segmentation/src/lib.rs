@@ -34,8 +34,6 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 pub const SCHEMA: &str = "segmentation";
 /// The gRPC service it hosts.
 pub const GRPC_SERVICE: &str = "campaignos.segmentation.v1.SegmentationService";
-/// Largest gRPC message accepted (CSV uploads arrive in one message).
-const MAX_MESSAGE: usize = 80 * 1024 * 1024;
 
 /// Applies segmentation's migrations and its outbox/inbox tables.
 pub async fn migrate(conn: &mut sqlx::PgConnection, app_role: &str) -> anyhow::Result<()> {
@@ -88,9 +86,11 @@ impl Segmentation {
         workers.spawn(workers::membership(self.api.clone(), shutdown.clone()));
         workers.spawn(workers::refresh(self.api.clone(), shutdown.clone()));
         tracing::info!(addr = %listener.local_addr()?, "segmentation gRPC listening");
+        // CSV uploads arrive in one message: room for the largest file plus the envelope.
+        let max_message = self.api.config.import_max_bytes + 1024 * 1024;
         let service = SegmentationServiceServer::new(grpc::SegmentationGrpc(self.api.clone()))
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message);
         let served = tonic::transport::Server::builder()
             .layer(cos_telemetry::GrpcServerTelemetryLayer::new("segmentation"))
             .layer(AuthLayer::new(self.verifier.clone(), policies))

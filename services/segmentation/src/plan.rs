@@ -12,17 +12,23 @@ pub struct Plan {
     client: EntitlementClient,
 }
 
-/// What a contact-creating request may do.
+/// What a contact-writing request may do. A read-only (expired) workspace may still change its
+/// existing contacts (an unsubscribe must always be recordable) but not create new ones.
 #[derive(Debug, Clone)]
 pub struct ContactGate {
     pub plan: String,
-    /// The plan's contact limit (None: unlimited).
+    /// The plan's contact limit (None: unlimited); Some(0) when creating is not allowed.
     pub limit: Option<i64>,
+    /// Why creating is refused altogether (read-only workspace), if it is.
+    pub no_create: Option<ServiceError>,
 }
 
 impl ContactGate {
     pub fn over_limit_error(&self, limit: i64, usage: i64) -> ServiceError {
-        plan_limit_error(&self.plan, Limit::Contacts, limit, usage, 1)
+        match &self.no_create {
+            Some(e) => e.clone(),
+            None => plan_limit_error(&self.plan, Limit::Contacts, limit, usage, 1),
+        }
     }
 }
 
@@ -45,13 +51,18 @@ impl Plan {
         Ok(())
     }
 
-    /// Checks the workspace may create and returns its contact limit.
+    /// The workspace's contact limit, and whether it may create at all.
     pub async fn contact_gate(&self, tenant: Uuid, bearer: Option<&str>) -> Result<ContactGate> {
         let e = self.client.get(tenant, &auth(bearer)).await?;
-        e.ensure_can_create()?;
+        let no_create = e.ensure_can_create().err();
         Ok(ContactGate {
             plan: e.plan.clone(),
-            limit: e.limit(Limit::Contacts),
+            limit: if no_create.is_some() {
+                Some(0)
+            } else {
+                e.limit(Limit::Contacts)
+            },
+            no_create,
         })
     }
 }

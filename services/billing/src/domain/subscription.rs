@@ -160,7 +160,8 @@ impl Subscription {
         old_monthly: Option<i64>,
         new_monthly: Option<i64>,
     ) -> Purchase {
-        let left = if self.period_end > now && self.suspended_at.is_none() {
+        // Suspension is orthogonal: a suspended tenant that pays keeps its remaining time.
+        let left = if self.period_end > now {
             self.period_end - now
         } else {
             Duration::zero()
@@ -355,6 +356,15 @@ mod tests {
         assert_eq!(p.action, PurchaseAction::Extended);
         assert_eq!(p.period_start, t(2026, 1, 1));
         assert_eq!(p.period_end, t(2026, 5, 1));
+    }
+
+    #[test]
+    fn a_suspended_tenant_that_pays_keeps_its_remaining_time() {
+        let mut s = sub(BaseStatus::Active, t(2026, 1, 1), t(2026, 3, 1));
+        s.suspended_at = Some(t(2026, 1, 10));
+        let p = s.purchase("starter", 1, t(2026, 1, 20), Some(2900), Some(2900));
+        assert_eq!(p.action, PurchaseAction::Extended);
+        assert_eq!(p.period_end, t(2026, 4, 1));
     }
 
     #[test]

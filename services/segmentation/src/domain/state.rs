@@ -53,7 +53,7 @@ impl ContactState {
         }
     }
 
-    /// Names of the fields that differ (consent counts when its state or source changes).
+    /// Names of the fields that differ (consent counts when its state changes).
     pub fn changed_fields(&self, before: &ContactState) -> Vec<&'static str> {
         let mut out = Vec::new();
         if self.email != before.email {
@@ -89,7 +89,7 @@ impl ContactState {
             (Channel::Push, "consent.push"),
         ] {
             let (a, b) = (self.consent(channel), before.consent(channel));
-            if a.state != b.state || a.source != b.source {
+            if a.state != b.state {
                 out.push(name);
             }
         }
@@ -247,7 +247,8 @@ pub fn apply(
     };
     for c in &valid.consent {
         let slot = state.consent_mut(c.channel);
-        if slot.state != c.state || slot.source != c.source {
+        // The same state again (e.g. a re-import) keeps when and where it was first recorded.
+        if slot.state != c.state {
             *slot = ConsentSlot {
                 state: c.state,
                 at: Some(c.at.unwrap_or(now)),

@@ -149,7 +149,8 @@ pub async fn claim(conn: &mut PgConnection, stale_after: Duration) -> Result<Opt
          WHERE (j.tenant_id, j.id) = (
              SELECT tenant_id, id FROM segmentation.import_jobs
              WHERE status = 'queued'
-                OR (status = 'running' AND heartbeat_at < now() - make_interval(secs => $1))
+                OR (status = 'running' AND attempts < 5
+                    AND heartbeat_at < now() - make_interval(secs => $1))
              ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
          RETURNING j.tenant_id, j.id",
     )
@@ -237,4 +238,23 @@ pub async fn finish(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Fails jobs whose workers died five times (a file that crashes every worker must not be
+/// retried forever); returns how many (system transaction).
+pub async fn fail_abandoned(conn: &mut PgConnection, stale_after: Duration) -> Result<u64> {
+    let done = sqlx::query(
+        "WITH failed AS (
+             UPDATE segmentation.import_jobs SET status = 'failed', finished_at = now(),
+                 error = 'the import stopped unexpectedly five times; the rows counted so far were saved — contact support'
+             WHERE status = 'running' AND attempts >= 5
+               AND heartbeat_at < now() - make_interval(secs => $1)
+             RETURNING tenant_id, id)
+         DELETE FROM segmentation.import_files f USING failed
+         WHERE f.tenant_id = failed.tenant_id AND f.job_id = failed.id",
+    )
+    .bind(stale_after.as_secs_f64())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
 }

@@ -172,6 +172,20 @@ pub async fn update(
     .map_err(|e| name_taken(e, c.name))
 }
 
+/// Schedules an immediate refresh of every live segment whose criteria reference `id` (they
+/// inline its criteria, so a redefinition changes them too).
+pub async fn refresh_dependents_now(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<()> {
+    sqlx::query(
+        "UPDATE segmentation.segments SET refresh_due_at = now()
+         WHERE tenant_id = $1 AND deleted_at IS NULL AND kind = 'dynamic' AND $2 = ANY(depends_on)",
+    )
+    .bind(tenant)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Names of live segments whose criteria reference `id`.
 pub async fn referenced_by(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(

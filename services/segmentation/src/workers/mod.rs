@@ -59,6 +59,14 @@ pub async fn imports(api: Arc<SegmentationApi>, shutdown: CancellationToken) -> 
         }
         let claimed = async {
             let mut tx = api.db.system_tx("claim import job").await?;
+            let abandoned =
+                store::imports::fail_abandoned(&mut tx, api.config.import_stale_after).await?;
+            if abandoned > 0 {
+                tracing::error!(
+                    jobs = abandoned,
+                    "import jobs failed after five crashed attempts"
+                );
+            }
             let job = store::imports::claim(&mut tx, api.config.import_stale_after).await?;
             tx.commit().await?;
             Ok::<_, crate::error::Error>(job)
