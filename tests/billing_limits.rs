@@ -276,6 +276,21 @@ async fn a_lapsed_subscription_has_grace_then_becomes_read_only_until_renewed() 
         assert_eq!(b["metadata"]["status"], "expired", "{path}: {b}");
     }
     assert_eq!(t.count("SELECT count(*) FROM identity.api_keys").await, 0);
+    assert_eq!(
+        t.count("SELECT count(*) FROM segmentation.contacts WHERE email = 'late@x.example'")
+            .await,
+        0
+    );
+    // Existing contacts still take changes (an unsubscribe must always be recordable).
+    let (s, b) = t
+        .post(
+            "/v1/contacts:upsert",
+            Some(&token),
+            json!({"contact": {"email": "grace@x.example",
+                "consent": [{"channel": "email", "state": "unsubscribed", "source": "link"}]}}),
+        )
+        .await;
+    assert_eq!((s, b["outcome"].as_str()), (200, Some("updated")), "{b}");
     // Reads and export keep working.
     for path in [
         "/v1/contacts",
