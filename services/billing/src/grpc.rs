@@ -1475,6 +1475,15 @@ impl BillingApi {
             }
             values.insert(k, None);
         }
+        // The stored key is sent to whatever host api_base names: moving it must come with the
+        // key itself, or a stolen admin session could redirect the live key to its own server.
+        if values.contains_key("api_base") && !matches!(values.get("secret_key"), Some(Some(_))) {
+            return Err(ServiceError::invalid(
+                "values.secret_key",
+                "must be sent again whenever api_base changes (the key is sent to that host)",
+            )
+            .into());
+        }
         let update = ConfigUpdate {
             values,
             reason: r.reason,

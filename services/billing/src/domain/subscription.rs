@@ -241,7 +241,14 @@ impl Subscription {
                     "must be between -3660 and 3660 and not 0".to_owned(),
                 ));
             }
-            next.period_end = self.period_end + Duration::days(i64::from(days));
+            // Extending a lapsed subscription counts from now: "30 more days" must give 30
+            // usable days, not leave it expired.
+            let base = if days > 0 && self.period_end < now {
+                now
+            } else {
+                self.period_end
+            };
+            next.period_end = base + Duration::days(i64::from(days));
         }
         if next.period_end <= next.period_start {
             // Shortening past the start: the period becomes a zero-length one that ended now.
@@ -420,6 +427,16 @@ mod tests {
         assert_eq!(
             s.apply_override(&o, now).unwrap().period_end,
             t(2026, 1, 27)
+        );
+        // Extending a subscription that lapsed 60 days ago counts from now.
+        let lapsed = sub(BaseStatus::Active, t(2025, 10, 1), t(2025, 11, 11));
+        let o = Override {
+            extend_days: Some(30),
+            ..Default::default()
+        };
+        assert_eq!(
+            lapsed.apply_override(&o, now).unwrap().period_end,
+            t(2026, 2, 9)
         );
         let o = Override {
             plan_code: Some("growth".into()),
