@@ -94,6 +94,19 @@ fn page_token(raw: &str) -> Result<Option<Uuid>> {
         .map_err(|_| ServiceError::invalid("page_token", "is not a token this API issued").into())
 }
 
+/// One page out of `limit + 1` fetched rows: the first `limit`, and the next-page token (the
+/// last row's key) when there were more.
+fn page<T>(mut rows: Vec<T>, limit: i64, key: impl Fn(&T) -> String) -> (Vec<T>, String) {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let token = if more {
+        rows.last().map(key).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    (rows, token)
+}
+
 fn not_found(what: &str) -> Error {
     ServiceError::not_found(what).into()
 }
@@ -432,14 +445,9 @@ impl SegmentationService for SegmentationGrpc {
         let mut tx = self.0.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
         let rows = store::contacts::list(&mut tx, c.tenant, &filter, after, limit + 1).await?;
         tx.commit().await.map_err(Error::from)?;
-        let more = rows.len() as i64 > limit;
-        let rows = &rows[..rows.len().min(limit as usize)];
+        let (rows, next_page_token) = page(rows, limit, |r| r.id.to_string());
         Ok(Response::new(pb::ListContactsResponse {
-            next_page_token: if more {
-                rows.last().map(|r| r.id.to_string()).unwrap_or_default()
-            } else {
-                String::new()
-            },
+            next_page_token,
             contacts: rows.iter().map(contact_pb).collect(),
         }))
     }
@@ -778,14 +786,9 @@ impl SegmentationService for SegmentationGrpc {
         let mut tx = self.0.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
         let rows = store::imports::list(&mut tx, c.tenant, before, limit + 1).await?;
         tx.commit().await.map_err(Error::from)?;
-        let more = rows.len() as i64 > limit;
-        let rows: Vec<_> = rows.into_iter().take(limit as usize).collect();
+        let (rows, next_page_token) = page(rows, limit, |r| r.id.to_string());
         Ok(Response::new(pb::ListImportsResponse {
-            next_page_token: if more {
-                rows.last().map(|r| r.id.to_string()).unwrap_or_default()
-            } else {
-                String::new()
-            },
+            next_page_token,
             imports: rows.into_iter().map(import_pb).collect(),
         }))
     }
@@ -814,14 +817,9 @@ impl SegmentationService for SegmentationGrpc {
             .ok_or_else(|| not_found("import"))?;
         let rows = store::imports::rejections(&mut tx, c.tenant, id, after, limit + 1).await?;
         tx.commit().await.map_err(Error::from)?;
-        let more = rows.len() as i64 > limit;
-        let rows: Vec<_> = rows.into_iter().take(limit as usize).collect();
+        let (rows, next_page_token) = page(rows, limit, |r| r.0.to_string());
         Ok(Response::new(pb::ListImportRejectionsResponse {
-            next_page_token: if more {
-                rows.last().map(|r| r.0.to_string()).unwrap_or_default()
-            } else {
-                String::new()
-            },
+            next_page_token,
             rejections: rows
                 .into_iter()
                 .map(|(line, reason)| pb::ImportRejection { line, reason })
@@ -959,14 +957,9 @@ impl SegmentationService for SegmentationGrpc {
         let mut tx = self.0.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
         let rows = store::segments::list(&mut tx, c.tenant, after, limit + 1).await?;
         tx.commit().await.map_err(Error::from)?;
-        let more = rows.len() as i64 > limit;
-        let rows: Vec<_> = rows.into_iter().take(limit as usize).collect();
+        let (rows, next_page_token) = page(rows, limit, |r| r.id.to_string());
         Ok(Response::new(pb::ListSegmentsResponse {
-            next_page_token: if more {
-                rows.last().map(|r| r.id.to_string()).unwrap_or_default()
-            } else {
-                String::new()
-            },
+            next_page_token,
             segments: rows.into_iter().map(segment_pb).collect(),
         }))
     }
@@ -1126,14 +1119,9 @@ impl SegmentationService for SegmentationGrpc {
             .ok_or_else(|| not_found("segment"))?;
         let rows = store::segments::members_page(&mut tx, c.tenant, id, after, limit + 1).await?;
         tx.commit().await.map_err(Error::from)?;
-        let more = rows.len() as i64 > limit;
-        let rows = &rows[..rows.len().min(limit as usize)];
+        let (rows, next_page_token) = page(rows, limit, |r| r.id.to_string());
         Ok(Response::new(pb::ListSegmentMembersResponse {
-            next_page_token: if more {
-                rows.last().map(|r| r.id.to_string()).unwrap_or_default()
-            } else {
-                String::new()
-            },
+            next_page_token,
             members: rows.iter().map(contact_pb).collect(),
         }))
     }
