@@ -158,6 +158,18 @@ async fn seats_and_api_keys_stop_at_the_plan_limit_and_write_nothing() {
     t.stop().await;
 }
 
+/// The contacts gauge on the usage page, once segmentation has reported it.
+async fn contacts_used(t: &TestMesh, token: &str) -> Option<String> {
+    let (_, u) = t.get("/v1/billing/usage", Some(token)).await;
+    let item = u["items"]
+        .as_array()?
+        .iter()
+        .find(|i| i["limit"] == "contacts")?
+        .clone();
+    item["reported_at"].as_str()?;
+    item["used"].as_str().map(str::to_owned)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contacts_stop_at_the_plan_limit() {
     let t = spawn_mesh().await;
@@ -206,6 +218,30 @@ async fn contacts_stop_at_the_plan_limit() {
             .await,
         2
     );
+    // The usage page shows the count segmentation reported (its usage worker), and follows a
+    // delete.
+    let wait = std::time::Duration::from_secs(30);
+    cos_testkit::eventually(wait, || async {
+        (contacts_used(&t, &token).await.as_deref() == Some("2")).then_some(())
+    })
+    .await
+    .expect("contacts reported to billing");
+    let (_, list) = t.get("/v1/contacts", Some(&token)).await;
+    let id = list["contacts"][0]["id"].as_str().unwrap().to_owned();
+    let (s, b, _) = t
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/contacts/{id}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert!(s == 200 || s == 204, "{s} {b}");
+    cos_testkit::eventually(wait, || async {
+        (contacts_used(&t, &token).await.as_deref() == Some("1")).then_some(())
+    })
+    .await
+    .expect("the delete reported to billing");
     t.stop().await;
 }
 

@@ -176,6 +176,63 @@ async fn every_segmentation_table_is_tenant_isolated() {
         assert_eq!(n, 0, "{table}: no tenant set, no rows");
         tx.rollback().await.unwrap();
     }
+
+    // The criteria view (read with its owner's rights, so that the GIN indexes serve criteria)
+    // carries the same isolation: each tenant sees only its own contacts, no tenant sees none,
+    // and the app role can read it but never write through it.
+    let views: Vec<String> = sqlx::query_scalar(
+        "SELECT viewname::text FROM pg_views WHERE schemaname = 'segmentation' ORDER BY 1",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        views,
+        ["contacts_of_tenant"],
+        "review every new view's isolation"
+    );
+    for (me, other) in [(tenants[0], tenants[1]), (tenants[1], tenants[0])] {
+        let mut tx = db.tenant_tx(me).await.unwrap();
+        let (mine, foreign): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE tenant_id = $1), count(*) FILTER (WHERE tenant_id <> $1)
+             FROM segmentation.contacts_of_tenant",
+        )
+        .bind(me)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        assert!(mine > 0, "contacts_of_tenant: tenant sees its own rows");
+        assert_eq!(
+            foreign, 0,
+            "contacts_of_tenant: tenant sees another tenant's rows"
+        );
+        tx.rollback().await.unwrap();
+        for write in [
+            "UPDATE segmentation.contacts_of_tenant SET tenant_id = $2 WHERE tenant_id = $1",
+            "DELETE FROM segmentation.contacts_of_tenant WHERE tenant_id = $1 OR tenant_id = $2",
+            "INSERT INTO segmentation.contacts_of_tenant (tenant_id, id, email) SELECT $2, gen_random_uuid(), 'x@' || $1::text",
+        ] {
+            let mut tx = db.tenant_tx(me).await.unwrap();
+            let err = sqlx::query(write)
+                .bind(me)
+                .bind(other)
+                .execute(&mut *tx)
+                .await
+                .expect_err(write);
+            assert!(
+                err.to_string().contains("permission denied"),
+                "{write}: {err}"
+            );
+            tx.rollback().await.unwrap();
+        }
+    }
+    let mut tx = db.app_tx().await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM segmentation.contacts_of_tenant")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "contacts_of_tenant: no tenant set, no rows");
+    tx.rollback().await.unwrap();
     db.pool().close().await;
     t.stop().await;
 }

@@ -22,10 +22,20 @@ async fn stream_members_pages_through_the_segment_and_respects_tenants() {
     let t = spawn_mesh().await;
     let a = access_token(&t.register("stream-a@example.com", "Streamer A").await);
     let b = access_token(&t.register("stream-b@example.com", "Streamer B").await);
-    let mut csv = String::from("email,tags\n");
+    for (key, ty) in [("plan", "string"), ("score", "number")] {
+        let (s, body) = t
+            .post(
+                "/v1/contact-attributes",
+                Some(&a),
+                json!({"key": key, "type": ty}),
+            )
+            .await;
+        assert_eq!(s, 201, "{body}");
+    }
+    let mut csv = String::from("email,tags,plan,score\n");
     for i in 0..450 {
         csv.push_str(&format!(
-            "m{i}@stream.example,{}\n",
+            "m{i}@stream.example,{},pro,{i}\n",
             if i % 2 == 0 { "even" } else { "odd" }
         ));
     }
@@ -58,7 +68,7 @@ async fn stream_members_pages_through_the_segment_and_respects_tenants() {
             StreamMembersRequest {
                 segment_id: sid.clone(),
                 batch_size: 100,
-                after_contact_id: String::new(),
+                ..Default::default()
             },
             &a,
         ))
@@ -72,6 +82,8 @@ async fn stream_members_pages_through_the_segment_and_respects_tenants() {
         assert!(batch.members.len() <= 100);
         ids.extend(batch.members.into_iter().map(|m| {
             assert!(m.email.ends_with("@stream.example"));
+            let fields = m.attributes.unwrap_or_default().fields;
+            assert_eq!(fields.len(), 2, "every attribute by default: {fields:?}");
             m.contact_id
         }));
     }
@@ -89,6 +101,7 @@ async fn stream_members_pages_through_the_segment_and_respects_tenants() {
                 segment_id: sid.clone(),
                 batch_size: 0,
                 after_contact_id: ids[199].clone(),
+                ..Default::default()
             },
             &a,
         ))
@@ -101,13 +114,66 @@ async fn stream_members_pages_through_the_segment_and_respects_tenants() {
     }
     assert_eq!(tail, ids[200..].to_vec());
 
+    // Only the attributes asked for (an unknown key is simply absent), or none at all.
+    for (keys, omit, expected) in [
+        (
+            vec!["score".to_owned(), "nope".to_owned()],
+            false,
+            vec!["score"],
+        ),
+        (vec![], true, vec![]),
+    ] {
+        let mut stream = client
+            .stream_members(authed(
+                StreamMembersRequest {
+                    segment_id: sid.clone(),
+                    attribute_keys: keys,
+                    omit_attributes: omit,
+                    ..Default::default()
+                },
+                &a,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut n = 0;
+        while let Some(batch) = stream.message().await.unwrap() {
+            for m in batch.members {
+                let fields = m.attributes.unwrap_or_default().fields;
+                let mut got: Vec<&str> = fields.keys().map(String::as_str).collect();
+                got.sort();
+                assert_eq!(got, expected);
+                n += 1;
+            }
+        }
+        assert_eq!(n, 225);
+    }
+    let err = client
+        .stream_members(authed(
+            StreamMembersRequest {
+                segment_id: sid.clone(),
+                attribute_keys: vec!["score".into()],
+                omit_attributes: true,
+                ..Default::default()
+            },
+            &a,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("attribute_keys"),
+        "{}",
+        err.message()
+    );
+
     // Tenant B: not found; no token: unauthenticated; bad batch size: invalid.
     let err = client
         .stream_members(authed(
             StreamMembersRequest {
                 segment_id: sid.clone(),
                 batch_size: 10,
-                after_contact_id: String::new(),
+                ..Default::default()
             },
             &b,
         ))
@@ -118,7 +184,7 @@ async fn stream_members_pages_through_the_segment_and_respects_tenants() {
         .stream_members(Request::new(StreamMembersRequest {
             segment_id: sid.clone(),
             batch_size: 10,
-            after_contact_id: String::new(),
+            ..Default::default()
         }))
         .await
         .unwrap_err();
@@ -128,7 +194,7 @@ async fn stream_members_pages_through_the_segment_and_respects_tenants() {
             StreamMembersRequest {
                 segment_id: sid,
                 batch_size: 100_000,
-                after_contact_id: String::new(),
+                ..Default::default()
             },
             &a,
         ))

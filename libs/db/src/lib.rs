@@ -240,6 +240,21 @@ pub async fn migrate_schema(
         ),
     )
     .await?;
+    // Views are read with their owner's rights (which bypass RLS): the app role may read them,
+    // never write through them (a simple view is auto-updatable).
+    let views: Vec<String> =
+        sqlx::query_scalar("SELECT viewname::text FROM pg_views WHERE schemaname = $1")
+            .bind(schema)
+            .fetch_all(&mut *conn)
+            .await?;
+    for view in &views {
+        check_identifier(view)?;
+        exec_ddl(
+            &mut *conn,
+            format!("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {schema}.{view} FROM {app_role}"),
+        )
+        .await?;
+    }
     // Tables only the owner role touches (signing keys, platform audit): the app role gets nothing.
     for table in system_only_tables {
         check_identifier(table)?;
@@ -253,7 +268,7 @@ pub async fn migrate_schema(
 }
 
 /// Bump when `bootstrap` or the grants in `migrate_schema` change: test templates are keyed on it.
-pub const BOOTSTRAP_REVISION: &str = "bootstrap-2";
+pub const BOOTSTRAP_REVISION: &str = "bootstrap-3";
 
 /// Short SHA-256 fingerprint of some texts.
 pub fn text_fingerprint(parts: &[&str]) -> String {

@@ -1,7 +1,11 @@
 //! Streaming reads: contact export (CSV / JSON Lines) and segment member streaming for campaign
-//! fan-out. Both page through the data with a keyset cursor, one short transaction per page, and
-//! hand pages to a bounded channel: memory stays flat whatever the size, and a slow client slows
-//! the producer instead of buffering.
+//! fan-out. Export pages through the data with a keyset cursor, one short transaction per page;
+//! member streaming reads one server-side cursor in one transaction. Both hand batches to a
+//! bounded channel: memory stays flat whatever the size, and a slow client slows the producer
+//! instead of buffering.
+
+use std::collections::HashSet;
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use cos_db::Db;
@@ -13,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use uuid::Uuid;
 
-use crate::convert::map_to_struct;
+use crate::convert::{from_json, map_to_struct};
 use crate::error::Error;
 use crate::store::{self, contacts::ContactRow};
 
@@ -245,90 +249,138 @@ struct MemberRow {
     attributes: sqlx::types::Json<Map<String, Value>>,
 }
 
-async fn member_page(
-    db: &Db,
-    tenant: Uuid,
-    segment: Uuid,
-    after: Option<Uuid>,
-    limit: i64,
-) -> Result<Option<Vec<MemberRow>>, Error> {
-    let mut tx = db.tenant_tx(tenant).await?;
-    // The segment may be deleted mid-stream: stop rather than stream a dead list.
-    if store::segments::get(&mut tx, tenant, segment, false)
-        .await?
-        .is_none()
-    {
-        return Ok(None);
+/// How long a member stream waits for the client to take the next batch before giving up. The
+/// stream holds a database connection and a snapshot; a client that stops reading must not hold
+/// them forever. It can resume with `after_contact_id`.
+const STREAM_STALL: Duration = Duration::from_secs(60);
+
+/// Which attributes each member carries.
+#[derive(Debug, Clone, Default)]
+pub enum AttributeSelection {
+    #[default]
+    All,
+    Only(HashSet<String>),
+}
+
+fn member(r: MemberRow, attributes: &AttributeSelection) -> pb::Member {
+    let attributes = match attributes {
+        AttributeSelection::All => map_to_struct(&r.attributes.0),
+        AttributeSelection::Only(keys) => prost_types::Struct {
+            fields: r
+                .attributes
+                .0
+                .into_iter()
+                .filter(|(k, _)| keys.contains(k))
+                .map(|(k, v)| (k, from_json(&v)))
+                .collect(),
+        },
+    };
+    pb::Member {
+        contact_id: r.id.to_string(),
+        email: r.email.unwrap_or_default(),
+        phone: r.phone.unwrap_or_default(),
+        first_name: r.first_name,
+        last_name: r.last_name,
+        locale: r.locale,
+        time_zone: r.time_zone,
+        email_consent: r.email_consent,
+        sms_consent: r.sms_consent,
+        push_consent: r.push_consent,
+        attributes: Some(attributes),
     }
-    let rows = sqlx::query_as::<_, MemberRow>(
-        "SELECT c.id, c.email, c.phone, c.first_name, c.last_name, c.locale, c.time_zone,
-                c.email_consent, c.sms_consent, c.push_consent, c.attributes
-         FROM segmentation.segment_members m
-         JOIN segmentation.contacts c ON c.tenant_id = m.tenant_id AND c.id = m.contact_id
-         WHERE m.tenant_id = $1 AND m.segment_id = $2 AND ($3::uuid IS NULL OR m.contact_id > $3)
-           AND c.deleted_at IS NULL
-         ORDER BY m.contact_id LIMIT $4",
-    )
-    .bind(tenant)
-    .bind(segment)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Some(rows))
 }
 
 /// Streams a segment's members in contact-id order, `batch` per message.
+///
+/// One read-only tenant transaction and one server-side cursor per stream: the whole stream is
+/// the membership as of its start (one snapshot, however long fan-out takes), PostgreSQL runs
+/// the join once instead of once per page, and each `FETCH` is a batch. The bounded channel
+/// makes a slow client slow the cursor down instead of buffering; a client that stops reading
+/// for `STREAM_STALL` ends the stream (and frees the connection).
 pub fn stream_members(
     db: Db,
     tenant: Uuid,
     segment: Uuid,
-    mut after: Option<Uuid>,
+    after: Option<Uuid>,
     batch: i64,
+    attributes: AttributeSelection,
 ) -> impl Stream<Item = Result<pb::MemberBatch, Status>> + Send + 'static {
     let (tx, rx) = mpsc::channel(2);
     tokio::spawn(async move {
-        loop {
-            let rows = match member_page(&db, tenant, segment, after, batch).await {
-                Ok(Some(rows)) => rows,
-                Ok(None) => {
-                    let _ = tx
-                        .send(Err(Status::not_found("the segment was deleted")))
-                        .await;
-                    return;
+        let started = std::time::Instant::now();
+        let mut streamed = 0u64;
+        let outcome = async {
+            let mut conn = db.tenant_tx(tenant).await?;
+            sqlx::query("SET TRANSACTION READ ONLY")
+                .execute(&mut *conn)
+                .await?;
+            if store::segments::get(&mut conn, tenant, segment, false)
+                .await?
+                .is_none()
+            {
+                return Ok::<_, Error>(Some(Status::not_found("the segment was deleted")));
+            }
+            sqlx::query(
+                "DECLARE segment_members_stream NO SCROLL CURSOR FOR
+                 SELECT c.id, c.email, c.phone, c.first_name, c.last_name, c.locale, c.time_zone,
+                        c.email_consent, c.sms_consent, c.push_consent, c.attributes
+                 FROM segmentation.segment_members m
+                 JOIN segmentation.contacts c ON c.tenant_id = m.tenant_id AND c.id = m.contact_id
+                 WHERE m.tenant_id = $1 AND m.segment_id = $2 AND m.contact_id > $3
+                   AND c.deleted_at IS NULL
+                 ORDER BY m.contact_id",
+            )
+            .bind(tenant)
+            .bind(segment)
+            .bind(after.unwrap_or(Uuid::nil()))
+            .execute(&mut *conn)
+            .await?;
+            // `batch` is validated to 1..=5000 by the caller; FETCH takes no parameters.
+            let fetch = format!("FETCH FORWARD {batch} FROM segment_members_stream");
+            loop {
+                let rows = sqlx::query_as::<_, MemberRow>(sqlx::AssertSqlSafe(fetch.clone()))
+                    .fetch_all(&mut *conn)
+                    .await?;
+                let done = (rows.len() as i64) < batch;
+                if !rows.is_empty() {
+                    streamed += rows.len() as u64;
+                    let members = rows.into_iter().map(|r| member(r, &attributes)).collect();
+                    match tokio::time::timeout(
+                        STREAM_STALL,
+                        tx.send(Ok(pb::MemberBatch { members })),
+                    )
+                    .await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => {
+                            tracing::info!(%tenant, %segment, streamed, "member stream abandoned by the client");
+                            return Ok(None);
+                        }
+                        Err(_) => {
+                            tracing::warn!(%tenant, %segment, streamed, "member stream stalled: the client stopped reading");
+                            return Ok(Some(Status::deadline_exceeded(format!(
+                                "the client took no batch for {} s; resume with after_contact_id",
+                                STREAM_STALL.as_secs()
+                            ))));
+                        }
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, %tenant, %segment, "member stream failed");
-                    let _ = tx.send(Err(status(e))).await;
-                    return;
-                }
-            };
-            let done = (rows.len() as i64) < batch;
-            after = rows.last().map(|r| r.id).or(after);
-            if !rows.is_empty() {
-                let members = rows
-                    .into_iter()
-                    .map(|r| pb::Member {
-                        contact_id: r.id.to_string(),
-                        email: r.email.unwrap_or_default(),
-                        phone: r.phone.unwrap_or_default(),
-                        first_name: r.first_name,
-                        last_name: r.last_name,
-                        locale: r.locale,
-                        time_zone: r.time_zone,
-                        email_consent: r.email_consent,
-                        sms_consent: r.sms_consent,
-                        push_consent: r.push_consent,
-                        attributes: Some(map_to_struct(&r.attributes.0)),
-                    })
-                    .collect();
-                if tx.send(Ok(pb::MemberBatch { members })).await.is_err() {
-                    return;
+                if done {
+                    conn.commit().await?;
+                    tracing::info!(%tenant, %segment, streamed, elapsed_ms = started.elapsed().as_millis() as u64, "member stream finished");
+                    return Ok(None);
                 }
             }
-            if done {
-                return;
+        }
+        .await;
+        match outcome {
+            Ok(None) => {}
+            Ok(Some(status)) => {
+                let _ = tx.send(Err(status)).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, %tenant, %segment, streamed, "member stream failed");
+                let _ = tx.send(Err(self::status(e))).await;
             }
         }
     });

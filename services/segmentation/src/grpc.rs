@@ -1194,6 +1194,31 @@ impl SegmentationService for SegmentationGrpc {
             "" => None,
             s => Some(parse_uuid("after_contact_id", s)?),
         };
+        let attributes = match (r.omit_attributes, r.attribute_keys.is_empty()) {
+            (false, true) => export::AttributeSelection::All,
+            (true, true) => export::AttributeSelection::Only(Default::default()),
+            (true, false) => {
+                return Err(Error::from(ServiceError::invalid(
+                    "attribute_keys",
+                    "must be empty when omit_attributes is set",
+                ))
+                .into());
+            }
+            (false, false) => {
+                if r.attribute_keys.len() > 100
+                    || r.attribute_keys
+                        .iter()
+                        .any(|k| k.is_empty() || k.len() > 64)
+                {
+                    return Err(Error::from(ServiceError::invalid(
+                        "attribute_keys",
+                        "at most 100 keys of 1 to 64 characters",
+                    ))
+                    .into());
+                }
+                export::AttributeSelection::Only(r.attribute_keys.into_iter().collect())
+            }
+        };
         let mut tx = self.0.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
         store::segments::get(&mut tx, c.tenant, id, false)
             .await?
@@ -1205,6 +1230,7 @@ impl SegmentationService for SegmentationGrpc {
             id,
             after,
             batch,
+            attributes,
         ))))
     }
 }

@@ -180,7 +180,25 @@ pub async fn run_job(api: &SegmentationApi, tenant: Uuid, job: Uuid) -> Result<(
     let static_segment = opts["static_segment_id"]
         .as_str()
         .and_then(|s| Uuid::parse_str(s).ok());
-    let plan_name = opts["plan"].as_str().unwrap_or("current").to_owned();
+    let mut plan_name = opts["plan"].as_str().unwrap_or("current").to_owned();
+    // The plan may have changed while the job waited (an upgrade, or a lapse into read-only):
+    // the limit is read again now. If billing can't answer, the limit checked when the job was
+    // queued still applies.
+    let contact_limit = match api.plan.contact_gate(tenant, None).await {
+        Ok(gate) => {
+            if gate.limit != row.contact_limit {
+                tracing::info!(import = %job, queued = ?row.contact_limit, now = ?gate.limit,
+                    "the contact limit changed since the import was queued");
+            }
+            plan_name = gate.plan;
+            gate.limit
+        }
+        Err(e) => {
+            tracing::warn!(import = %job, error = %e,
+                "billing did not answer; using the contact limit of queue time");
+            row.contact_limit
+        }
+    };
     let mut parser = match ImportParser::new(
         Cursor::new(&content[..]),
         (!mapping.is_empty()).then_some(&mapping),
@@ -238,7 +256,7 @@ pub async fn run_job(api: &SegmentationApi, tenant: Uuid, job: Uuid) -> Result<(
             parse_rejections,
             read,
             skip_existing,
-            row.contact_limit,
+            contact_limit,
             &plan_name,
             static_segment,
         )

@@ -85,6 +85,7 @@ impl Segmentation {
         workers.spawn(workers::imports(self.api.clone(), shutdown.clone()));
         workers.spawn(workers::membership(self.api.clone(), shutdown.clone()));
         workers.spawn(workers::refresh(self.api.clone(), shutdown.clone()));
+        workers.spawn(workers::usage(self.api.clone(), shutdown.clone()));
         tracing::info!(addr = %listener.local_addr()?, "segmentation gRPC listening");
         // CSV uploads arrive in one message: room for the largest file plus the envelope.
         let max_message = self.api.config.import_max_bytes + 1024 * 1024;

@@ -51,6 +51,15 @@ impl Plan {
         Ok(())
     }
 
+    /// Tells billing how many live contacts the workspace has (its usage page). A gauge: the
+    /// latest value wins, so repeating a report is harmless.
+    pub async fn report_contacts(&self, tenant: Uuid, live: i64) -> Result<()> {
+        self.client
+            .report_usage(tenant, Limit::Contacts, live, &CallAuth::Service)
+            .await?;
+        Ok(())
+    }
+
     /// The workspace's contact limit, and whether it may create at all.
     pub async fn contact_gate(&self, tenant: Uuid, bearer: Option<&str>) -> Result<ContactGate> {
         let e = self.client.get(tenant, &auth(bearer)).await?;

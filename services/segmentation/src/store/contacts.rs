@@ -320,9 +320,9 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<ContactRow>> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM segmentation.contacts c
+        "SELECT {COLUMNS} FROM segmentation.contacts_of_tenant c
          WHERE c.tenant_id = $1 AND c.deleted_at IS NULL
-           AND ($2::uuid IS NULL OR c.id > $2)
+           AND c.id > $2
            AND ($3::text IS NULL OR starts_with(c.email_normalized, $3)
                 OR starts_with(lower(c.first_name), $3) OR starts_with(lower(c.last_name), $3))
            AND ($4::text IS NULL OR c.tags @> ARRAY[$4])
@@ -331,9 +331,11 @@ pub async fn list(
            AND ($6::text IS NULL OR c.email_consent = $6)
          ORDER BY c.id LIMIT $7"
     );
+    // Through `contacts_of_tenant` so that the tag filter can use the GIN index; the cursor is
+    // bound as the nil uuid when absent so a generic plan keeps it as an index condition.
     Ok(sqlx::query_as::<_, ContactRow>(sqlx::AssertSqlSafe(sql))
         .bind(tenant)
-        .bind(after)
+        .bind(after.unwrap_or(Uuid::nil()))
         .bind(filter.query.as_ref().map(|q| q.to_lowercase()))
         .bind(&filter.tag)
         .bind(filter.segment_id)
@@ -486,4 +488,30 @@ pub async fn erase(
     .execute(conn)
     .await?;
     Ok(Some((erasure_id, live, segments)))
+}
+
+/// Workspaces whose live-contact count differs from the one last reported to billing (system
+/// transaction: spans tenants).
+pub async fn unreported_counts(conn: &mut PgConnection, limit: i64) -> Result<Vec<(Uuid, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT tenant_id, live_contacts FROM segmentation.tenant_stats
+         WHERE reported_contacts IS DISTINCT FROM live_contacts
+         ORDER BY reported_at NULLS FIRST, tenant_id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Records that billing was told `value` for the tenant.
+pub async fn mark_reported(conn: &mut PgConnection, tenant: Uuid, value: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE segmentation.tenant_stats SET reported_contacts = $2, reported_at = now()
+         WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .bind(value)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

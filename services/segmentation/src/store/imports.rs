@@ -102,10 +102,10 @@ pub async fn list(
 ) -> Result<Vec<ImportRow>> {
     Ok(sqlx::query_as::<_, ImportRow>(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM segmentation.import_jobs
-         WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+         WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
     )))
     .bind(tenant)
-    .bind(before)
+    .bind(before.unwrap_or(Uuid::max()))
     .bind(limit)
     .fetch_all(conn)
     .await?)

@@ -118,11 +118,11 @@ pub async fn list(
 ) -> Result<Vec<SegmentRow>> {
     Ok(sqlx::query_as::<_, SegmentRow>(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM segmentation.segments
-         WHERE tenant_id = $1 AND deleted_at IS NULL AND ($2::uuid IS NULL OR id > $2)
+         WHERE tenant_id = $1 AND deleted_at IS NULL AND id > $2
          ORDER BY id LIMIT $3"
     )))
     .bind(tenant)
-    .bind(after)
+    .bind(after.unwrap_or(Uuid::nil()))
     .bind(limit)
     .fetch_all(conn)
     .await?)
@@ -310,19 +310,32 @@ pub async fn apply_criteria(
     only: Option<&[Uuid]>,
 ) -> Result<(Vec<Uuid>, Vec<Uuid>)> {
     // $1 tenant, $2 segment, $3 contact filter (NULL = all); criteria parameters from $4.
+    // Two texts rather than `($3 IS NULL OR c.id = ANY($3))`: a generic plan of the OR form
+    // cannot use the filter as an index condition and scans the whole tenant per batch.
+    // Contacts are read through `contacts_of_tenant` so the GIN indexes serve the criteria
+    // (see the migration that creates it).
+    let only_contacts = if only.is_some() {
+        "c.id = ANY($3)"
+    } else {
+        "$3::uuid[] IS NULL"
+    };
+    let only_members = if only.is_some() {
+        "m.contact_id = ANY($3)"
+    } else {
+        "$3::uuid[] IS NULL"
+    };
     let sql = format!(
         "WITH target AS (
-             SELECT c.id FROM segmentation.contacts c
+             SELECT c.id FROM segmentation.contacts_of_tenant c
              WHERE c.tenant_id = $1 AND c.deleted_at IS NULL
-               AND ($3::uuid[] IS NULL OR c.id = ANY($3)) AND ({expr})),
+               AND {only_contacts} AND ({expr})),
          entered AS (
              INSERT INTO segmentation.segment_members (tenant_id, segment_id, contact_id)
              SELECT $1, $2, t.id FROM target t
              ON CONFLICT DO NOTHING RETURNING contact_id),
          exited AS (
              DELETE FROM segmentation.segment_members m
-             WHERE m.tenant_id = $1 AND m.segment_id = $2
-               AND ($3::uuid[] IS NULL OR m.contact_id = ANY($3))
+             WHERE m.tenant_id = $1 AND m.segment_id = $2 AND {only_members}
                AND NOT EXISTS (SELECT 1 FROM target t WHERE t.id = m.contact_id)
              RETURNING contact_id)
          SELECT true, contact_id FROM entered UNION ALL SELECT false, contact_id FROM exited",
@@ -359,7 +372,8 @@ pub async fn apply_criteria(
     Ok((entered, exited))
 }
 
-/// Contacts matching ad-hoc criteria: the count and the first `sample` of them.
+/// Contacts matching ad-hoc criteria: the count and the first `sample` of them. Read through
+/// `contacts_of_tenant` so that the GIN indexes serve has_tag and attribute equality.
 pub async fn preview(
     conn: &mut PgConnection,
     tenant: Uuid,
@@ -367,7 +381,7 @@ pub async fn preview(
     sample: i64,
 ) -> Result<(i64, Vec<ContactRow>)> {
     let count_sql = format!(
-        "SELECT count(*) FROM segmentation.contacts c
+        "SELECT count(*) FROM segmentation.contacts_of_tenant c
          WHERE c.tenant_id = $1 AND c.deleted_at IS NULL AND ({})",
         compiled.sql
     );
@@ -377,7 +391,7 @@ pub async fn preview(
         .fetch_one(&mut *conn)
         .await?;
     let rows_sql = format!(
-        "SELECT {CONTACT_COLUMNS} FROM segmentation.contacts c
+        "SELECT {CONTACT_COLUMNS} FROM segmentation.contacts_of_tenant c
          WHERE c.tenant_id = $1 AND c.deleted_at IS NULL AND ({}) ORDER BY c.id LIMIT {sample}",
         compiled.sql
     );
@@ -397,13 +411,15 @@ pub async fn members_page(
     Ok(sqlx::query_as::<_, ContactRow>(sqlx::AssertSqlSafe(format!(
         "SELECT {CONTACT_COLUMNS} FROM segmentation.segment_members m
          JOIN segmentation.contacts c ON c.tenant_id = m.tenant_id AND c.id = m.contact_id
-         WHERE m.tenant_id = $1 AND m.segment_id = $2 AND ($3::uuid IS NULL OR m.contact_id > $3)
+         WHERE m.tenant_id = $1 AND m.segment_id = $2 AND m.contact_id > $3
            AND c.deleted_at IS NULL
          ORDER BY m.contact_id LIMIT $4"
     )))
     .bind(tenant)
     .bind(segment)
-    .bind(after)
+    // The nil uuid sorts first; a plain bound stays an index condition in a generic plan,
+    // where `($3 IS NULL OR m.contact_id > $3)` degrades every page to a scan from the start.
+    .bind(after.unwrap_or(Uuid::nil()))
     .bind(limit)
     .fetch_all(conn)
     .await?)

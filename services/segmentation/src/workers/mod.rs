@@ -2,7 +2,8 @@
 //! - imports: queued CSV imports (and imports whose worker went silent);
 //! - membership: contacts changed since their dynamic memberships were evaluated;
 //! - refresh: dynamic segments whose periodic refresh is due (relative-date criteria move
-//!   contacts in and out with time alone).
+//!   contacts in and out with time alone);
+//! - usage: workspaces whose live-contact count changed since billing was last told.
 //!
 //! Each loop wakes on its NOTIFY channel, or after the poll interval at the latest.
 
@@ -234,6 +235,58 @@ pub async fn refresh(api: Arc<SegmentationApi>, shutdown: CancellationToken) -> 
         .await
         {
             return Ok(());
+        }
+    }
+}
+
+/// Workspaces per usage round.
+const USAGE_BATCH: i64 = 100;
+
+/// Reports each workspace's live-contact count to billing when it differs from the value last
+/// reported (a gauge: billing shows it on the usage page; limits are enforced here, from
+/// `tenant_stats`, not from the report). Eventually consistent: a failed report is retried the
+/// next round, and two replicas reporting the same tenant converge because each round re-reads
+/// the count. Bulk imports produce one report per round, not one per row.
+pub async fn usage(api: Arc<SegmentationApi>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let poll = api.config.worker_poll.max(Duration::from_secs(2));
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let pending = async {
+            let mut tx = api.db.system_tx("find unreported contact counts").await?;
+            let rows = store::contacts::unreported_counts(&mut tx, USAGE_BATCH).await?;
+            tx.commit().await?;
+            Ok::<_, crate::error::Error>(rows)
+        }
+        .await;
+        let mut failed = false;
+        match pending {
+            Ok(rows) => {
+                for (tenant, live) in rows {
+                    let done = async {
+                        api.plan.report_contacts(tenant, live).await?;
+                        let mut tx = api.db.tenant_tx(tenant).await?;
+                        store::contacts::mark_reported(&mut tx, tenant, live).await?;
+                        tx.commit().await?;
+                        Ok::<_, crate::error::Error>(())
+                    }
+                    .await;
+                    if let Err(e) = done {
+                        // Billing down: stop this round and try again after the poll interval.
+                        tracing::warn!(%tenant, error = %e, "reporting the contact count to billing failed");
+                        failed = true;
+                        break;
+                    }
+                    tracing::debug!(%tenant, live, "contact count reported to billing");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "finding unreported contact counts failed"),
+        }
+        let wait = if failed { poll * 5 } else { poll };
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
