@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p cos-bench -- gateway [--duration-secs 10] [--concurrency 64] [--warmup-secs 2]
+//! cargo run --release -p cos-bench -- segmentation [--contacts 1000000] [--regenerate] [--repeats 20]
 //! ```
 //!
 //! See docs/benchmarks.md for what is measured and the figures.
@@ -10,6 +11,7 @@
 mod cpu;
 mod gateway;
 mod micro;
+mod segmentation;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +28,11 @@ enum Command {
     /// the gateway over HTTP/JSON, at saturation, in one run: req/s of both, their ratio, and
     /// latency percentiles.
     Gateway(gateway::Args),
+    /// Segmentation at 1,000,000 generated contacts, in one run: count(*) as the baseline, the
+    /// count of an unindexed and of a selective indexed criteria tree (service compiler, tenant
+    /// transaction under RLS) as ratios to it, ListSegmentMembers first-page latency and
+    /// StreamMembers throughput with the process's RSS.
+    Segmentation(segmentation::Args),
 }
 
 /// Cores this process may use.
@@ -37,6 +44,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Gateway(args) => gateway::run(args),
+        Command::Segmentation(args) => segmentation::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
