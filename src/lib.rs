@@ -6,6 +6,7 @@ pub mod mesh;
 use std::path::Path;
 
 use cos_billing::BillingConfig;
+use cos_campaigns::CampaignsConfig;
 use cos_config::{CommonConfig, ConfigError, Environment, Source};
 use cos_crypto::KeyRing;
 use cos_gateway::GatewayConfig;
@@ -22,6 +23,7 @@ pub struct Settings {
     pub identity: IdentityConfig,
     pub billing: BillingConfig,
     pub segmentation: SegmentationConfig,
+    pub campaigns: CampaignsConfig,
     pub gateway: GatewayConfig,
 }
 
@@ -32,6 +34,7 @@ impl Settings {
         let identity = IdentityConfig::read(&mut r);
         let billing = BillingConfig::read(&mut r);
         let segmentation = SegmentationConfig::read(&mut r);
+        let campaigns = CampaignsConfig::read(&mut r);
         let gateway = GatewayConfig::read(&mut r);
         r.finish()?;
         Ok(Self {
@@ -39,6 +42,7 @@ impl Settings {
             identity,
             billing,
             segmentation,
+            campaigns,
             gateway,
         })
     }
@@ -61,6 +65,7 @@ pub fn migrators() -> Vec<(&'static str, &'static sqlx::migrate::Migrator)> {
         (cos_identity::SCHEMA, &cos_identity::MIGRATOR),
         (cos_billing::SCHEMA, &cos_billing::MIGRATOR),
         (cos_segmentation::SCHEMA, &cos_segmentation::MIGRATOR),
+        (cos_campaigns::SCHEMA, &cos_campaigns::MIGRATOR),
     ]
 }
 
@@ -87,6 +92,7 @@ pub async fn migrate(database_url: &str, app_role: &str) -> anyhow::Result<()> {
     cos_identity::migrate(&mut conn, app_role).await?;
     cos_billing::migrate(&mut conn, app_role).await?;
     cos_segmentation::migrate(&mut conn, app_role).await?;
+    cos_campaigns::migrate(&mut conn, app_role).await?;
     conn.close().await?;
     Ok(())
 }

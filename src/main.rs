@@ -68,6 +68,7 @@ enum Service {
     Identity,
     Billing,
     Segmentation,
+    Campaigns,
     Gateway,
 }
 
@@ -204,6 +205,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 Service::Identity => "identity",
                 Service::Billing => "billing",
                 Service::Segmentation => "segmentation",
+                Service::Campaigns => "campaigns",
                 Service::Gateway => "gateway",
             };
             let mut guard = telemetry(&settings, name)?;
@@ -288,6 +290,7 @@ async fn up(settings: Settings, dev_keyring: &std::path::Path) -> anyhow::Result
     println!("  Identity: grpc://{}", mesh.identity_addr);
     println!("  Billing:  grpc://{}", mesh.billing_addr);
     println!("  Segmentation: grpc://{}", mesh.segmentation_addr);
+    println!("  Campaigns: grpc://{}", mesh.campaigns_addr);
     if let (Some(g), Some(i)) = (mesh.gateway_admin_addr, mesh.identity_admin_addr) {
         println!("  Admin:    http://{g}/metrics  http://{i}/readyz");
     }
@@ -360,6 +363,18 @@ async fn serve(service: Service, settings: Settings) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(settings.segmentation.grpc_addr).await?;
             let admin = tokio::net::TcpListener::bind(settings.segmentation.admin_addr).await?;
             campaign_os::mesh::start_segmentation(
+                &settings,
+                listener,
+                Some(admin),
+                &shutdown,
+                &mut tasks,
+            )
+            .await?;
+        }
+        Service::Campaigns => {
+            let listener = tokio::net::TcpListener::bind(settings.campaigns.grpc_addr).await?;
+            let admin = tokio::net::TcpListener::bind(settings.campaigns.admin_addr).await?;
+            campaign_os::mesh::start_campaigns(
                 &settings,
                 listener,
                 Some(admin),

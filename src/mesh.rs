@@ -29,6 +29,8 @@ pub struct MeshListeners {
     pub segmentation_admin: Option<TcpListener>,
     pub billing: TcpListener,
     pub billing_admin: Option<TcpListener>,
+    pub campaigns: TcpListener,
+    pub campaigns_admin: Option<TcpListener>,
 }
 
 impl MeshListeners {
@@ -88,6 +90,18 @@ impl MeshListeners {
                 )
                 .await?,
             ),
+            campaigns: bind(
+                settings.campaigns.grpc_addr,
+                "campaigns gRPC, COS_CAMPAIGNS__GRPC_ADDR",
+            )
+            .await?,
+            campaigns_admin: Some(
+                bind(
+                    settings.campaigns.admin_addr,
+                    "campaigns admin, COS_CAMPAIGNS__ADMIN_ADDR",
+                )
+                .await?,
+            ),
         })
     }
 
@@ -103,6 +117,8 @@ impl MeshListeners {
             segmentation_admin: Some(any().await?),
             billing: any().await?,
             billing_admin: Some(any().await?),
+            campaigns: any().await?,
+            campaigns_admin: Some(any().await?),
         })
     }
 }
@@ -300,6 +316,54 @@ pub async fn start_segmentation(
     Ok(())
 }
 
+/// Starts campaigns (gRPC server, outbox relay, JWKS refresher, admin endpoint) on `tasks`.
+pub async fn start_campaigns(
+    settings: &Settings,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: &CancellationToken,
+    tasks: &mut Tasks,
+) -> anyhow::Result<()> {
+    let cfg = &settings.campaigns;
+    let db = Db::connect(&settings.pool_settings(None))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL (COS_DATABASE__URL): {e}"))?;
+    let jwks = cos_auth::RemoteJwks::new(
+        &cfg.identity_url,
+        &settings.common.auth.issuer,
+        &settings.common.auth.audience,
+    )?;
+    jwks.load(Duration::from_secs(5)).await;
+    let service = cos_campaigns::Campaigns::build(db.clone(), cfg, jwks.verifier()).await?;
+    let relay = OutboxRelay::new(
+        db.pool().clone(),
+        RelayConfig::new(cos_campaigns::SCHEMA, settings.common.amqp.url.clone())
+            .with_exchange(settings.common.amqp.exchange.clone()),
+    )?;
+    spawn_admin(
+        tasks,
+        "campaigns-admin",
+        admin,
+        vec![postgres_check(db.pool().clone())],
+        shutdown,
+    );
+    let refresher = jwks.spawn_refresher(settings.common.auth.jwks_refresh, shutdown.clone());
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        (
+            "campaigns-outbox-relay",
+            relay.run(token).await.map_err(Into::into),
+        )
+    });
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        let result = service.serve(listener, token).await;
+        refresher.abort();
+        ("campaigns", result)
+    });
+    Ok(())
+}
+
 /// Starts the gateway (HTTP server, JWKS refresher, admin endpoint) on `tasks`.
 pub async fn start_gateway(
     settings: &Settings,
@@ -344,6 +408,7 @@ pub struct Mesh {
     pub identity_addr: SocketAddr,
     pub segmentation_addr: SocketAddr,
     pub billing_addr: SocketAddr,
+    pub campaigns_addr: SocketAddr,
     pub gateway_admin_addr: Option<SocketAddr>,
     pub identity_admin_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
@@ -371,6 +436,7 @@ impl Mesh {
         let gateway_addr = listeners.gateway.local_addr()?;
         let segmentation_addr = listeners.segmentation.local_addr()?;
         let billing_addr = listeners.billing.local_addr()?;
+        let campaigns_addr = listeners.campaigns.local_addr()?;
         let identity_admin_addr = listeners
             .identity_admin
             .as_ref()
@@ -400,7 +466,13 @@ impl Mesh {
             .gateway
             .upstreams
             .insert(cos_billing::GRPC_SERVICE.to_owned(), url(billing_addr));
+        settings
+            .gateway
+            .upstreams
+            .insert(cos_campaigns::GRPC_SERVICE.to_owned(), url(campaigns_addr));
         settings.segmentation.identity_url = url(identity_addr);
+        settings.campaigns.identity_url = url(identity_addr);
+        settings.campaigns.segmentation_url = url(segmentation_addr);
         settings.segmentation.billing_url = url(billing_addr);
         settings.identity.billing_url = Some(url(billing_addr));
         settings.billing.identity_url = url(identity_addr);
@@ -433,6 +505,14 @@ impl Mesh {
                 &mut tasks,
             )
             .await?;
+            start_campaigns(
+                &settings,
+                listeners.campaigns,
+                listeners.campaigns_admin,
+                &shutdown,
+                &mut tasks,
+            )
+            .await?;
             start_gateway(
                 &settings,
                 listeners.gateway,
@@ -453,6 +533,7 @@ impl Mesh {
             identity_addr,
             segmentation_addr,
             billing_addr,
+            campaigns_addr,
             gateway_admin_addr,
             identity_admin_addr,
             shutdown,

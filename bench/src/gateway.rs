@@ -134,7 +134,7 @@ async fn listen(nodelay: bool) -> std::io::Result<TcpListener> {
 
 /// The servers under test, however they were started.
 enum Servers {
-    Mesh(Mesh),
+    Mesh(Box<Mesh>),
     Split {
         shutdown: CancelToken,
         identity: Tasks,
@@ -222,7 +222,7 @@ fn start_servers(
         return Ok(Running {
             gateway_url: mesh.gateway_url(),
             identity_addr: mesh.identity_addr,
-            servers: Servers::Mesh(mesh),
+            servers: Servers::Mesh(Box::new(mesh)),
         });
     };
     // What Mesh::start does, with each service on its own runtime (listeners belong to the

@@ -102,8 +102,8 @@ MUST_FAIL: dict[str, dict] = {
     "production-without-active-key": {"config": {"crypto": {"activeKeyId": ""}}},
     "no-existing-secret": {"secrets": {"existingSecret": ""}},
     "unknown-dependency": {"services": {"billing": {"enabled": True, "dependsOn": ["nope"]}}},
-    # automation needs campaigns, which is not enabled
-    "dependency-disabled": {"services": {"automation": {"enabled": True}}},
+    # automation needs campaigns, disabled here
+    "dependency-disabled": {"services": {"automation": {"enabled": True}, "campaigns": {"enabled": False}}},
     "bad-kind": {"services": {"identity": {"kind": "http"}}},
     "access-ttl-too-long": {"config": {"auth": {"accessTtlSecs": 100000}}},
 }

@@ -55,6 +55,10 @@ impl GatewayConfig {
             "campaignos.billing.v1.BillingService".to_owned(),
             r.get("gateway.billing_url", "http://127.0.0.1:50052".to_owned()),
         );
+        upstreams.insert(
+            "campaignos.campaigns.v1.CampaignsService".to_owned(),
+            r.get("gateway.campaigns_url", "http://127.0.0.1:50054".to_owned()),
+        );
         let cfg = Self {
             http_addr: r.get(
                 "gateway.http_addr",

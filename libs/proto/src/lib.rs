@@ -33,6 +33,12 @@ pub mod segmentation {
     }
 }
 
+pub mod campaigns {
+    pub mod v1 {
+        tonic::include_proto!("campaignos.campaigns.v1");
+    }
+}
+
 /// Serialized `FileDescriptorSet` of every compiled proto (with imports).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("campaignos_descriptor");
 

@@ -1,0 +1,55 @@
+//! What campaigns emits on `cos.events` (through its outbox, in the transaction of the change).
+//!
+//! | routing key | payload |
+//! |---|---|
+//! | `campaigns.campaign.created` / `.updated` / `.deleted` / `.duplicated` | `CampaignChanged` |
+//! | `campaigns.campaign.scheduled` / `.unscheduled` / `.cancelled` / `.archived` | `CampaignChanged` (with `previous_status`) |
+
+use chrono::{DateTime, Utc};
+use cos_proto::campaigns::v1 as pb;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::SCHEMA;
+use crate::error::Result;
+
+pub const SOURCE: &str = "campaigns";
+pub const CREATED: &str = "campaigns.campaign.created";
+pub const UPDATED: &str = "campaigns.campaign.updated";
+pub const DELETED: &str = "campaigns.campaign.deleted";
+pub const SCHEDULED: &str = "campaigns.campaign.scheduled";
+pub const UNSCHEDULED: &str = "campaigns.campaign.unscheduled";
+pub const CANCELLED: &str = "campaigns.campaign.cancelled";
+pub const ARCHIVED: &str = "campaigns.campaign.archived";
+
+/// One campaign change, as its event payload.
+pub struct Change<'a> {
+    pub campaign: Uuid,
+    pub status: &'a str,
+    pub previous_status: Option<&'a str>,
+    pub version: i64,
+    pub actor: Uuid,
+    pub send_at: Option<DateTime<Utc>>,
+}
+
+/// Enqueues `event_type` for `change` in the caller's transaction.
+pub async fn emit(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    event_type: &str,
+    change: Change<'_>,
+) -> Result<()> {
+    let payload = pb::CampaignChanged {
+        campaign_id: change.campaign.to_string(),
+        status: change.status.to_owned(),
+        previous_status: change.previous_status.unwrap_or_default().to_owned(),
+        version: change.version,
+        actor_user_id: change.actor.to_string(),
+        send_at: change.send_at.map(|t| prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: t.timestamp_subsec_nanos() as i32,
+        }),
+    };
+    cos_events::enqueue_many(conn, SCHEMA, SOURCE, event_type, Some(tenant), &[payload]).await?;
+    Ok(())
+}

@@ -1,0 +1,929 @@
+//! The CampaignsService gRPC implementation: validates input, checks target segments with
+//! segmentation, and runs each change in one tenant transaction with its event. Permission
+//! checks happen before this code, in the auth layer, from each RPC's policy.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use cos_auth::principal_of;
+use cos_db::Db;
+use cos_errors::{ErrorCode, FieldViolation, ServiceError};
+use cos_proto::campaigns::v1 as pb;
+use cos_proto::campaigns::v1::campaigns_service_server::CampaignsService;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::config::CampaignsConfig;
+use crate::convert::{
+    campaign_pb, content_from_json, content_to_domain, content_to_json, variants_from_json,
+    variants_to_domain, variants_to_json,
+};
+use crate::domain::state::{self, Action, Status as CampaignStatus};
+use crate::domain::{input, schedule, template};
+use crate::error::{Error, Result};
+use crate::events::{self, Change};
+use crate::segments::Segments;
+use crate::store::{self, CampaignRow, Fields, ListFilter, ScheduleChange, ScheduleFields};
+
+pub struct CampaignsApi {
+    pub(crate) db: Db,
+    pub(crate) config: CampaignsConfig,
+    pub(crate) segments: Segments,
+    pub(crate) renderer: template::Renderer,
+}
+
+#[derive(Clone)]
+pub struct CampaignsGrpc(pub(crate) Arc<CampaignsApi>);
+
+const MAX_PAGE: i32 = 200;
+const DEFAULT_PAGE: i64 = 50;
+const MAX_SEGMENTS: usize = 10;
+const MAX_QUERY: usize = 200;
+
+struct Caller {
+    tenant: Uuid,
+    user: Uuid,
+    bearer: Option<String>,
+}
+
+fn caller<T>(req: &Request<T>) -> Result<Caller> {
+    let p = principal_of(req)?;
+    Ok(Caller {
+        tenant: p.tenant_id,
+        user: p.user_id,
+        bearer: req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned),
+    })
+}
+
+fn parse_uuid(field: &str, raw: &str) -> Result<Uuid> {
+    if raw.trim().is_empty() {
+        return Err(ServiceError::invalid(field, "is required").into());
+    }
+    Uuid::parse_str(raw.trim())
+        .map_err(|_| ServiceError::invalid(field, "is not a valid id").into())
+}
+
+fn not_found() -> Error {
+    ServiceError::not_found("campaign").into()
+}
+
+fn violation(field: impl Into<String>, message: impl Into<String>) -> FieldViolation {
+    FieldViolation {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn from_domain(v: crate::domain::FieldViolation) -> FieldViolation {
+    violation(v.field, v.description)
+}
+
+fn invalid(violations: Vec<FieldViolation>) -> Result<()> {
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(ServiceError::invalid_fields(violations).into())
+    }
+}
+
+fn version_conflict(current: i64) -> Error {
+    ServiceError::new(
+        ErrorCode::VersionConflict,
+        format!(
+            "the campaign was changed by someone else (current version {current}); reload and retry"
+        ),
+    )
+    .with_metadata("current_version", current)
+    .into()
+}
+
+fn illegal(e: state::IllegalTransition) -> Error {
+    ServiceError::failed_precondition(e.to_string()).into()
+}
+
+fn stored_status(row: &CampaignRow) -> Result<CampaignStatus> {
+    CampaignStatus::parse(&row.status).ok_or_else(|| {
+        Error::Internal(format!(
+            "campaign {} has unknown status {:?}",
+            row.id, row.status
+        ))
+    })
+}
+
+/// Parses a list of segment ids: valid, distinct, at most [`MAX_SEGMENTS`].
+fn segment_ids(field: &str, raw: &[String], out: &mut Vec<FieldViolation>) -> Vec<Uuid> {
+    if raw.len() > MAX_SEGMENTS {
+        out.push(violation(field, format!("at most {MAX_SEGMENTS} segments")));
+        return vec![];
+    }
+    let mut ids = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        match Uuid::parse_str(r.trim()) {
+            Ok(id) if ids.contains(&id) => {
+                out.push(violation(format!("{field}[{i}]"), "is listed twice"))
+            }
+            Ok(id) => ids.push(id),
+            Err(_) => out.push(violation(
+                format!("{field}[{i}]"),
+                "is not a valid segment id",
+            )),
+        }
+    }
+    ids
+}
+
+/// Everything a campaign is made of, as submitted (create, or update merged onto the stored row).
+struct Draft {
+    name: String,
+    description: String,
+    goal: String,
+    kind: String,
+    channels: Vec<String>,
+    platforms: Vec<String>,
+    targets: Vec<String>,
+    exclusions: Vec<String>,
+    content: pb::Content,
+    budget: Option<pb::Budget>,
+    variants: Vec<pb::Variant>,
+}
+
+impl Draft {
+    fn of(row: &CampaignRow) -> Self {
+        Self {
+            name: row.name.clone(),
+            description: row.description.clone(),
+            goal: row.goal.clone(),
+            kind: row.kind.clone(),
+            channels: row.channels.clone(),
+            platforms: row.platforms.clone(),
+            targets: row.target_segment_ids.iter().map(Uuid::to_string).collect(),
+            exclusions: row
+                .exclusion_segment_ids
+                .iter()
+                .map(Uuid::to_string)
+                .collect(),
+            content: content_from_json(&row.content.0),
+            budget: row
+                .budget_amount_minor
+                .zip(row.budget_currency.clone())
+                .map(|(amount_minor, currency)| pb::Budget {
+                    amount_minor,
+                    currency,
+                }),
+            variants: variants_from_json(&row.variants.0),
+        }
+    }
+}
+
+impl CampaignsApi {
+    /// Validates a draft into storable fields, reporting every bad field at once. A draft may be
+    /// incomplete (no segments, no content yet); [`CampaignsApi::check_ready`] is what scheduling
+    /// requires on top.
+    fn validate(&self, d: &Draft) -> Result<Fields> {
+        let mut out = Vec::new();
+        let mut keep = |r: std::result::Result<String, crate::domain::FieldViolation>| match r {
+            Ok(v) => v,
+            Err(v) => {
+                out.push(from_domain(v));
+                String::new()
+            }
+        };
+        let name = keep(input::validate_name(&d.name));
+        let description = keep(input::validate_description(&d.description));
+        let goal = keep(input::validate_goal(&d.goal));
+        let kind_raw = if d.kind.trim().is_empty() {
+            "message"
+        } else {
+            d.kind.trim()
+        };
+        let kind = match input::CampaignType::parse(kind_raw) {
+            Some(k) => Some(k),
+            None => {
+                out.push(violation("type", "must be one of: message, social_post"));
+                None
+            }
+        };
+        let mut channels = Vec::new();
+        if d.channels.len() > 4 {
+            out.push(violation("channels", "at most 4 channels"));
+        } else {
+            for (i, c) in d.channels.iter().enumerate() {
+                match input::Channel::parse(c.trim()) {
+                    Some(ch) if channels.contains(&ch.as_str().to_owned()) => {
+                        out.push(violation(format!("channels[{i}]"), "is listed twice"))
+                    }
+                    Some(ch) => channels.push(ch.as_str().to_owned()),
+                    None => out.push(violation(
+                        format!("channels[{i}]"),
+                        "must be one of: email, sms, webhook, sandbox",
+                    )),
+                }
+            }
+        }
+        if kind == Some(input::CampaignType::SocialPost) && !channels.is_empty() {
+            out.push(violation(
+                "channels",
+                "a social_post campaign publishes to platforms, not channels",
+            ));
+        }
+        let platforms = match (kind, d.platforms.is_empty()) {
+            // A draft social post may not have its platforms yet (checked when scheduled).
+            (Some(input::CampaignType::SocialPost), true) => vec![],
+            (Some(k), _) => match input::validate_platforms(k, &d.platforms) {
+                Ok(p) => p,
+                Err(v) => {
+                    out.push(from_domain(v));
+                    vec![]
+                }
+            },
+            (None, _) => vec![],
+        };
+        let targets = segment_ids("target_segment_ids", &d.targets, &mut out);
+        let exclusions = segment_ids("exclusion_segment_ids", &d.exclusions, &mut out);
+        for (i, id) in exclusions.iter().enumerate() {
+            if targets.contains(id) {
+                out.push(violation(
+                    format!("exclusion_segment_ids[{i}]"),
+                    "is also a target segment",
+                ));
+            }
+        }
+        out.extend(
+            self.renderer
+                .validate(&content_to_domain(&d.content))
+                .into_iter()
+                .map(from_domain),
+        );
+        let budget = match &d.budget {
+            None => None,
+            Some(b) => match input::validate_budget(b.amount_minor, &b.currency) {
+                Ok(b) => b.map(|b| (b.amount_minor, b.currency)),
+                Err(v) => {
+                    out.push(from_domain(v));
+                    None
+                }
+            },
+        };
+        let variants = variants_to_domain(&d.variants);
+        out.extend(
+            input::validate_variants(&variants)
+                .into_iter()
+                .map(from_domain),
+        );
+        invalid(out)?;
+        Ok(Fields {
+            name,
+            description,
+            goal,
+            kind: kind.map(|k| k.as_str()).unwrap_or("message").to_owned(),
+            channels,
+            platforms,
+            targets,
+            exclusions,
+            content: content_to_json(&d.content),
+            budget,
+            variants: variants_to_json(&variants),
+        })
+    }
+
+    /// What a campaign needs before it can be scheduled: channels with their content and target
+    /// segments (message), or platforms (social post).
+    fn check_ready(&self, row: &CampaignRow) -> Result<()> {
+        let mut out = Vec::new();
+        let kind = input::CampaignType::parse(&row.kind).ok_or_else(|| {
+            Error::Internal(format!("campaign {} has kind {:?}", row.id, row.kind))
+        })?;
+        let content = content_to_domain(&content_from_json(&row.content.0));
+        match kind {
+            input::CampaignType::Message => {
+                if row.channels.is_empty() {
+                    out.push(violation(
+                        "channels",
+                        "a message campaign needs at least one channel before it is scheduled",
+                    ));
+                }
+                if row.target_segment_ids.is_empty() {
+                    out.push(violation(
+                        "target_segment_ids",
+                        "a message campaign needs at least one target segment before it is scheduled",
+                    ));
+                }
+            }
+            input::CampaignType::SocialPost => {
+                if let Err(v) = input::validate_platforms(kind, &row.platforms) {
+                    out.push(from_domain(v));
+                }
+            }
+        }
+        if kind == input::CampaignType::Message && !row.channels.is_empty() {
+            out.extend(
+                input::validate_channels(kind, &row.channels, &content)
+                    .into_iter()
+                    .map(from_domain),
+            );
+        }
+        invalid(out)
+    }
+
+    async fn check_segments(
+        &self,
+        c: &Caller,
+        targets: &[Uuid],
+        exclusions: &[Uuid],
+    ) -> Result<()> {
+        if targets.is_empty() && exclusions.is_empty() {
+            return Ok(());
+        }
+        let bearer = c.bearer.as_deref().ok_or_else(|| {
+            ServiceError::unauthenticated("segments can only be checked with a bearer token")
+        })?;
+        self.segments.check(bearer, targets, exclusions).await
+    }
+
+    /// Applies a lifecycle action (not schedule) to a campaign under its row lock.
+    async fn act(
+        &self,
+        c: &Caller,
+        id: Uuid,
+        version: i64,
+        action: Action,
+        event: &str,
+    ) -> Result<CampaignRow> {
+        let mut tx = self.db.tenant_tx(c.tenant).await?;
+        let row = store::get(&mut tx, c.tenant, id, true)
+            .await?
+            .ok_or_else(not_found)?;
+        if version != 0 && row.version != version {
+            return Err(version_conflict(row.version));
+        }
+        let from = stored_status(&row)?;
+        let to = state::transition(from, action).map_err(illegal)?;
+        let change = match action {
+            Action::Unschedule => ScheduleChange::Clear,
+            _ => ScheduleChange::Keep,
+        };
+        let row = store::set_status(&mut tx, c.tenant, id, to.as_str(), change).await?;
+        events::emit(
+            &mut tx,
+            c.tenant,
+            event,
+            Change {
+                campaign: id,
+                status: to.as_str(),
+                previous_status: Some(from.as_str()),
+                version: row.version,
+                actor: c.user,
+                send_at: row.send_at,
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(cos_db::DbError::from)?;
+        Ok(row)
+    }
+}
+
+fn parse_time(field: &str, raw: &str) -> Result<Option<DateTime<Utc>>> {
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    DateTime::parse_from_rfc3339(raw.trim())
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .map_err(|_| {
+            ServiceError::invalid(field, "must be an RFC 3339 time, e.g. 2026-12-01T00:00:00Z")
+                .into()
+        })
+}
+
+fn list_filter(r: &pb::ListCampaignsRequest) -> Result<ListFilter> {
+    let mut out = Vec::new();
+    let statuses = if r.status.trim().is_empty() {
+        None
+    } else {
+        let mut list = Vec::new();
+        for s in r.status.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match CampaignStatus::parse(s) {
+                Some(st) => list.push(st.as_str().to_owned()),
+                None => out.push(violation(
+                    "status",
+                    format!(
+                        "unknown status {s:?}; one of: draft, scheduled, running, paused, completed, cancelled, archived"
+                    ),
+                )),
+            }
+        }
+        Some(list)
+    };
+    let channel = if r.channel.trim().is_empty() {
+        None
+    } else {
+        match input::Channel::parse(r.channel.trim()) {
+            Some(c) => Some(c.as_str().to_owned()),
+            None => {
+                out.push(violation(
+                    "channel",
+                    "must be one of: email, sms, webhook, sandbox",
+                ));
+                None
+            }
+        }
+    };
+    let query = r.query.trim();
+    if query.chars().count() > MAX_QUERY {
+        out.push(violation(
+            "query",
+            format!("at most {MAX_QUERY} characters"),
+        ));
+    }
+    invalid(out)?;
+    let created_after = parse_time("created_after", &r.created_after)?;
+    let created_before = parse_time("created_before", &r.created_before)?;
+    if let (Some(a), Some(b)) = (created_after, created_before)
+        && a >= b
+    {
+        return Err(ServiceError::invalid("created_before", "must be after created_after").into());
+    }
+    Ok(ListFilter {
+        statuses,
+        channel,
+        created_after,
+        created_before,
+        query: (!query.is_empty()).then(|| query.to_owned()),
+    })
+}
+
+fn page_size(raw: i32) -> Result<i64> {
+    match raw {
+        0 => Ok(DEFAULT_PAGE),
+        1..=MAX_PAGE => Ok(i64::from(raw)),
+        _ => Err(
+            ServiceError::invalid("page_size", format!("must be between 1 and {MAX_PAGE}")).into(),
+        ),
+    }
+}
+
+fn page_token(raw: &str) -> Result<Option<Uuid>> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    Uuid::parse_str(raw)
+        .map(Some)
+        .map_err(|_| ServiceError::invalid("page_token", "is not a token this API issued").into())
+}
+
+#[tonic::async_trait]
+impl CampaignsService for CampaignsGrpc {
+    async fn create_campaign(
+        &self,
+        req: Request<pb::CreateCampaignRequest>,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        let c = caller(&req)?;
+        let r = req.into_inner();
+        let api = &self.0;
+        let fields = api.validate(&Draft {
+            name: r.name,
+            description: r.description,
+            goal: r.goal,
+            kind: r.r#type,
+            channels: r.channels,
+            platforms: r.platforms,
+            targets: r.target_segment_ids,
+            exclusions: r.exclusion_segment_ids,
+            content: r.content.unwrap_or_default(),
+            budget: r.budget,
+            variants: r.variants,
+        })?;
+        api.check_segments(&c, &fields.targets, &fields.exclusions)
+            .await?;
+        let mut tx = api.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
+        let row = store::insert(&mut tx, c.tenant, Uuid::now_v7(), c.user, None, &fields).await?;
+        emit_change(&mut tx, &c, &row, events::CREATED, None).await?;
+        tx.commit().await.map_err(|e| Error::Db(e.into()))?;
+        Ok(Response::new(campaign_pb(&row)))
+    }
+
+    async fn get_campaign(
+        &self,
+        req: Request<pb::GetCampaignRequest>,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        let c = caller(&req)?;
+        let id = parse_uuid("campaign_id", &req.get_ref().campaign_id)?;
+        let mut tx = self.0.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
+        let row = store::get(&mut tx, c.tenant, id, false)
+            .await?
+            .ok_or_else(not_found)?;
+        tx.commit().await.map_err(|e| Error::Db(e.into()))?;
+        Ok(Response::new(campaign_pb(&row)))
+    }
+
+    async fn list_campaigns(
+        &self,
+        req: Request<pb::ListCampaignsRequest>,
+    ) -> Result<Response<pb::ListCampaignsResponse>, Status> {
+        let c = caller(&req)?;
+        let r = req.into_inner();
+        let limit = page_size(r.page_size)?;
+        let before = page_token(&r.page_token)?;
+        let filter = list_filter(&r)?;
+        let mut tx = self.0.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
+        let mut rows = store::list(&mut tx, c.tenant, &filter, before, limit + 1).await?;
+        tx.commit().await.map_err(|e| Error::Db(e.into()))?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let next_page_token = if more {
+            rows.last().map(|r| r.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListCampaignsResponse {
+            campaigns: rows.iter().map(campaign_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn update_campaign(
+        &self,
+        req: Request<pb::UpdateCampaignRequest>,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        let c = caller(&req)?;
+        let r = req.into_inner();
+        let api = &self.0;
+        let id = parse_uuid("campaign_id", &r.campaign_id)?;
+        if r.version <= 0 {
+            return Err(Error::from(ServiceError::invalid(
+                "version",
+                "is required (the version you read)",
+            ))
+            .into());
+        }
+        // Validate against the current row, check segments outside the transaction, then
+        // re-read under the lock: the version check makes a concurrent change lose cleanly.
+        let current = {
+            let mut tx = api.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
+            let row = store::get(&mut tx, c.tenant, id, false)
+                .await?
+                .ok_or_else(not_found)?;
+            tx.commit().await.map_err(|e| Error::Db(e.into()))?;
+            row
+        };
+        if current.version != r.version {
+            return Err(version_conflict(current.version).into());
+        }
+        let status = stored_status(&current)?;
+        if !status.is_editable() {
+            return Err(Error::from(ServiceError::failed_precondition(format!(
+                "a {} campaign cannot be edited; only draft and scheduled campaigns can (duplicate it to make a new draft)",
+                status.as_str()
+            )))
+            .into());
+        }
+        let mut d = Draft::of(&current);
+        if let Some(v) = r.name {
+            d.name = v;
+        }
+        if let Some(v) = r.description {
+            d.description = v;
+        }
+        if let Some(v) = r.goal {
+            d.goal = v;
+        }
+        if let Some(v) = r.channels {
+            d.channels = v.values;
+        }
+        if let Some(v) = r.platforms {
+            d.platforms = v.values;
+        }
+        if let Some(v) = r.target_segment_ids {
+            d.targets = v.values;
+        }
+        if let Some(v) = r.exclusion_segment_ids {
+            d.exclusions = v.values;
+        }
+        if let Some(v) = r.content {
+            d.content = v;
+        }
+        if let Some(b) = r.budget {
+            d.budget = (b.amount_minor != 0 || !b.currency.is_empty()).then_some(b);
+        }
+        if let Some(v) = r.variants {
+            d.variants = v.values;
+        }
+        let fields = api.validate(&d)?;
+        let new_segments: Vec<Uuid> = fields
+            .targets
+            .iter()
+            .chain(&fields.exclusions)
+            .filter(|s| {
+                !current.target_segment_ids.contains(s)
+                    && !current.exclusion_segment_ids.contains(s)
+            })
+            .copied()
+            .collect();
+        let (new_targets, new_exclusions): (Vec<Uuid>, Vec<Uuid>) = new_segments
+            .into_iter()
+            .partition(|s| fields.targets.contains(s));
+        api.check_segments(&c, &new_targets, &new_exclusions)
+            .await?;
+        let mut tx = api.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
+        let locked = store::get(&mut tx, c.tenant, id, true)
+            .await?
+            .ok_or_else(not_found)?;
+        if locked.version != r.version {
+            return Err(version_conflict(locked.version).into());
+        }
+        let row = store::update(&mut tx, c.tenant, id, &fields).await?;
+        emit_change(&mut tx, &c, &row, events::UPDATED, None).await?;
+        tx.commit().await.map_err(|e| Error::Db(e.into()))?;
+        Ok(Response::new(campaign_pb(&row)))
+    }
+
+    async fn delete_campaign(
+        &self,
+        req: Request<pb::DeleteCampaignRequest>,
+    ) -> Result<Response<pb::DeleteCampaignResponse>, Status> {
+        let c = caller(&req)?;
+        let id = parse_uuid("campaign_id", &req.get_ref().campaign_id)?;
+        let mut tx = self.0.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
+        let row = store::get(&mut tx, c.tenant, id, true)
+            .await?
+            .ok_or_else(not_found)?;
+        let status = stored_status(&row)?;
+        if matches!(status, CampaignStatus::Running | CampaignStatus::Paused) {
+            return Err(Error::from(ServiceError::failed_precondition(format!(
+                "a {} campaign cannot be deleted; it must complete first",
+                status.as_str()
+            )))
+            .into());
+        }
+        let version = store::soft_delete(&mut tx, c.tenant, id).await?;
+        events::emit(
+            &mut tx,
+            c.tenant,
+            events::DELETED,
+            Change {
+                campaign: id,
+                status: status.as_str(),
+                previous_status: None,
+                version,
+                actor: c.user,
+                send_at: row.send_at,
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(|e| Error::Db(e.into()))?;
+        Ok(Response::new(pb::DeleteCampaignResponse {}))
+    }
+
+    async fn schedule_campaign(
+        &self,
+        req: Request<pb::ScheduleCampaignRequest>,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        let c = caller(&req)?;
+        let r = req.into_inner();
+        let api = &self.0;
+        let id = parse_uuid("campaign_id", &r.campaign_id)?;
+        let mut missing = Vec::new();
+        if r.send_at.trim().is_empty() {
+            missing.push(violation(
+                "send_at",
+                "is required, e.g. \"2026-12-24T09:00\" (in time_zone) or an RFC 3339 instant",
+            ));
+        }
+        if r.time_zone.trim().is_empty() {
+            missing.push(violation(
+                "time_zone",
+                "is required: an IANA time zone such as \"Europe/Berlin\"",
+            ));
+        }
+        invalid(missing)?;
+        let lead = chrono::Duration::from_std(api.config.schedule_min_lead)
+            .map_err(|e| Error::Internal(format!("schedule_min_lead: {e}")))?;
+        let resolved =
+            schedule::resolve_any(r.send_at.trim(), r.time_zone.trim(), Utc::now(), lead).map_err(
+                |e| {
+                    let field = match e.field() {
+                        "schedule.time_zone" => "time_zone",
+                        _ => "send_at",
+                    };
+                    Error::from(ServiceError::invalid(field, e.to_string()))
+                },
+            )?;
+        // Readiness and segments are checked on the row as stored; the lock below re-checks the
+        // version so nothing changes in between unnoticed.
+        let current = {
+            let mut tx = api.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
+            let row = store::get(&mut tx, c.tenant, id, false)
+                .await?
+                .ok_or_else(not_found)?;
+            tx.commit().await.map_err(|e| Error::Db(e.into()))?;
+            row
+        };
+        if r.version != 0 && current.version != r.version {
+            return Err(version_conflict(current.version).into());
+        }
+        let from = stored_status(&current)?;
+        if from != CampaignStatus::Scheduled {
+            state::transition(from, Action::Schedule).map_err(illegal)?;
+        }
+        api.check_ready(&current)?;
+        api.check_segments(
+            &c,
+            &current.target_segment_ids,
+            &current.exclusion_segment_ids,
+        )
+        .await?;
+        let mut tx = api.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
+        let locked = store::get(&mut tx, c.tenant, id, true)
+            .await?
+            .ok_or_else(not_found)?;
+        if locked.version != current.version {
+            return Err(version_conflict(locked.version).into());
+        }
+        let schedule = ScheduleFields {
+            send_at: resolved.send_at,
+            time_zone: resolved.time_zone.name().to_owned(),
+            local_send_at: resolved.local,
+            ambiguous: resolved.ambiguous,
+        };
+        let row = store::set_status(
+            &mut tx,
+            c.tenant,
+            id,
+            CampaignStatus::Scheduled.as_str(),
+            ScheduleChange::Set(schedule),
+        )
+        .await?;
+        emit_change(&mut tx, &c, &row, events::SCHEDULED, Some(from.as_str())).await?;
+        tx.commit().await.map_err(|e| Error::Db(e.into()))?;
+        Ok(Response::new(campaign_pb(&row)))
+    }
+
+    async fn unschedule_campaign(
+        &self,
+        req: Request<pb::TransitionRequest>,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        self.transition(req, Action::Unschedule, events::UNSCHEDULED)
+            .await
+    }
+
+    async fn cancel_campaign(
+        &self,
+        req: Request<pb::TransitionRequest>,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        self.transition(req, Action::Cancel, events::CANCELLED)
+            .await
+    }
+
+    async fn archive_campaign(
+        &self,
+        req: Request<pb::TransitionRequest>,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        self.transition(req, Action::Archive, events::ARCHIVED)
+            .await
+    }
+
+    async fn duplicate_campaign(
+        &self,
+        req: Request<pb::DuplicateCampaignRequest>,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        let c = caller(&req)?;
+        let r = req.into_inner();
+        let api = &self.0;
+        let id = parse_uuid("campaign_id", &r.campaign_id)?;
+        let source = {
+            let mut tx = api.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
+            let row = store::get(&mut tx, c.tenant, id, false)
+                .await?
+                .ok_or_else(not_found)?;
+            tx.commit().await.map_err(|e| Error::Db(e.into()))?;
+            row
+        };
+        let mut d = Draft::of(&source);
+        d.name = match r.name {
+            Some(n) => n,
+            None => copy_name(&source.name),
+        };
+        if let Some(v) = r.description {
+            d.description = v;
+        }
+        let overridden_segments =
+            r.target_segment_ids.is_some() || r.exclusion_segment_ids.is_some();
+        if let Some(v) = r.target_segment_ids {
+            d.targets = v.values;
+        }
+        if let Some(v) = r.exclusion_segment_ids {
+            d.exclusions = v.values;
+        }
+        let fields = api.validate(&d)?;
+        if overridden_segments {
+            api.check_segments(&c, &fields.targets, &fields.exclusions)
+                .await?;
+        }
+        let mut tx = api.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
+        let row = store::insert(
+            &mut tx,
+            c.tenant,
+            Uuid::now_v7(),
+            c.user,
+            Some(source.id),
+            &fields,
+        )
+        .await?;
+        emit_change(&mut tx, &c, &row, events::CREATED, None).await?;
+        tx.commit().await.map_err(|e| Error::Db(e.into()))?;
+        Ok(Response::new(campaign_pb(&row)))
+    }
+}
+
+impl CampaignsGrpc {
+    async fn transition(
+        &self,
+        req: Request<pb::TransitionRequest>,
+        action: Action,
+        event: &str,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        let c = caller(&req)?;
+        let id = parse_uuid("campaign_id", &req.get_ref().campaign_id)?;
+        let version = req.get_ref().version;
+        let row = self.0.act(&c, id, version, action, event).await?;
+        Ok(Response::new(campaign_pb(&row)))
+    }
+}
+
+/// "<name> (copy)", shortened so it stays a valid name.
+fn copy_name(name: &str) -> String {
+    const SUFFIX: &str = " (copy)";
+    let keep = 200 - SUFFIX.chars().count();
+    let base: String = name.chars().take(keep).collect();
+    format!("{base}{SUFFIX}")
+}
+
+async fn emit_change(
+    conn: &mut sqlx::PgConnection,
+    c: &Caller,
+    row: &CampaignRow,
+    event: &str,
+    previous: Option<&str>,
+) -> Result<()> {
+    events::emit(
+        conn,
+        c.tenant,
+        event,
+        Change {
+            campaign: row.id,
+            status: &row.status,
+            previous_status: previous,
+            version: row.version,
+            actor: c.user,
+            send_at: row.send_at,
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_name_stays_within_the_limit() {
+        assert_eq!(copy_name("Spring sale"), "Spring sale (copy)");
+        let long = "x".repeat(200);
+        assert_eq!(copy_name(&long).chars().count(), 200);
+    }
+
+    #[test]
+    fn segment_ids_reports_each_bad_entry() {
+        let mut out = Vec::new();
+        let a = Uuid::now_v7().to_string();
+        let ids = segment_ids(
+            "target_segment_ids",
+            &[a.clone(), "nope".into(), a],
+            &mut out,
+        );
+        assert_eq!(ids.len(), 1);
+        let fields: Vec<_> = out.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["target_segment_ids[1]", "target_segment_ids[2]"]);
+    }
+
+    #[test]
+    fn list_filter_rejects_unknown_status_and_channel() {
+        let r = pb::ListCampaignsRequest {
+            status: "draft,bogus".into(),
+            channel: "fax".into(),
+            ..Default::default()
+        };
+        let Err(Error::Client(e)) = list_filter(&r) else {
+            panic!("expected a client error")
+        };
+        let text = format!("{e:?}");
+        assert!(
+            text.contains("status") && text.contains("channel"),
+            "{text}"
+        );
+    }
+}
