@@ -148,6 +148,54 @@ async fn stream_members_pages_through_the_segment_and_respects_tenants() {
         }
         assert_eq!(n, 225);
     }
+    // Attributes as JSON: the stored object, or the keys asked for.
+    for (keys, expected) in [
+        (vec![], vec!["plan", "score"]),
+        (vec!["plan".to_owned()], vec!["plan"]),
+    ] {
+        let mut stream = client
+            .stream_members(authed(
+                StreamMembersRequest {
+                    segment_id: sid.clone(),
+                    attribute_keys: keys,
+                    attributes_as_json: true,
+                    batch_size: 5000,
+                    ..Default::default()
+                },
+                &a,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let batch = stream.message().await.unwrap().unwrap();
+        assert_eq!(batch.members.len(), 225);
+        for m in &batch.members {
+            assert!(m.attributes.is_none(), "no Struct with attributes_as_json");
+            let obj: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(&m.attributes_json).unwrap();
+            let mut got: Vec<&str> = obj.keys().map(String::as_str).collect();
+            got.sort();
+            assert_eq!(got, expected);
+            assert_eq!(
+                obj.get("plan").map(|p| p == "pro"),
+                expected.contains(&"plan").then_some(true)
+            );
+        }
+        let n: u64 = batch.members[0]
+            .email
+            .trim_start_matches('m')
+            .split('@')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        if expected.contains(&"score") {
+            let obj: serde_json::Value =
+                serde_json::from_slice(&batch.members[0].attributes_json).unwrap();
+            assert_eq!(obj["score"], serde_json::json!(n));
+        }
+        assert!(stream.message().await.unwrap().is_none());
+    }
     let err = client
         .stream_members(authed(
             StreamMembersRequest {

@@ -615,8 +615,8 @@ struct StreamPass {
     cpu: cpu::Usage,
     /// segment_members index entries PostgreSQL read during the pass.
     index_reads: i64,
-    /// Members carried their attributes (false: `omit_attributes`).
-    attributes: bool,
+    /// How attributes were sent: "struct", "json" or "none" (`omit_attributes`).
+    attributes: &'static str,
 }
 
 impl StreamPass {
@@ -643,7 +643,7 @@ async fn stream_pass(
     segment: &str,
     batch: i32,
     expected: i64,
-    omit_attributes: bool,
+    attributes: &'static str,
 ) -> anyhow::Result<StreamPass> {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let reads_before = member_index_reads(owner).await?;
@@ -670,7 +670,8 @@ async fn stream_pass(
             pb::StreamMembersRequest {
                 segment_id: segment.to_owned(),
                 batch_size: batch,
-                omit_attributes,
+                omit_attributes: attributes == "none",
+                attributes_as_json: attributes == "json",
                 ..Default::default()
             },
             auth,
@@ -721,7 +722,7 @@ async fn stream_pass(
         peak_is_hwm,
         cpu,
         index_reads,
-        attributes: !omit_attributes,
+        attributes,
     })
 }
 
@@ -938,7 +939,7 @@ async fn measure(args: &Args, url: &str, mesh: &Mesh) -> anyhow::Result<()> {
         &segment.id,
         args.stream_batch,
         seg_size,
-        false,
+        "struct",
     )
     .await?;
     passes.push(first_pass);
@@ -994,24 +995,27 @@ async fn measure(args: &Args, url: &str, mesh: &Mesh) -> anyhow::Result<()> {
                 &segment.id,
                 args.stream_batch,
                 seg_size,
-                false,
+                "struct",
             )
             .await?,
         );
     }
-    // The same without attributes: what the Struct encoding of attributes costs.
-    passes.push(
-        stream_pass(
-            &owner,
-            &channel,
-            &auth,
-            &segment.id,
-            args.stream_batch,
-            seg_size,
-            true,
-        )
-        .await?,
-    );
+    // The same with attributes as JSON bytes, then without attributes: what the Struct
+    // encoding of attributes costs.
+    for attributes in ["json", "none"] {
+        passes.push(
+            stream_pass(
+                &owner,
+                &channel,
+                &auth,
+                &segment.id,
+                args.stream_batch,
+                seg_size,
+                attributes,
+            )
+            .await?,
+        );
+    }
     let (rss_end, hwm_end) = rss_kib();
     if !args.keep_segment {
         client
@@ -1187,8 +1191,9 @@ async fn measure(args: &Args, url: &str, mesh: &Mesh) -> anyhow::Result<()> {
             i + 1,
             match (i, p.attributes) {
                 (0, _) => " (right after CreateSegment)",
-                (_, true) => " (after the VACUUM ANALYZE)",
-                (_, false) => " (after the VACUUM ANALYZE, omit_attributes)",
+                (_, "json") => " (after the VACUUM ANALYZE, attributes_as_json)",
+                (_, "none") => " (after the VACUUM ANALYZE, omit_attributes)",
+                _ => " (after the VACUUM ANALYZE)",
             },
             p.members,
             p.batches,
@@ -1267,8 +1272,9 @@ async fn measure(args: &Args, url: &str, mesh: &Mesh) -> anyhow::Result<()> {
                 i + 1,
                 match (i, p.attributes) {
                     (0, _) => " (new segment)",
-                    (_, true) => " (vacuumed)",
-                    (_, false) => " (no attributes)",
+                    (_, "json") => " (attributes as JSON)",
+                    (_, "none") => " (no attributes)",
+                    _ => " (vacuumed)",
                 }
             ),
             format!("{:.0} members/s", p.rate()),

@@ -246,7 +246,8 @@ struct MemberRow {
     email_consent: String,
     sms_consent: String,
     push_consent: String,
-    attributes: sqlx::types::Json<Map<String, Value>>,
+    /// `attributes::text`: passed through untouched when the client wants JSON.
+    attributes: String,
 }
 
 /// How long a member stream waits for the client to take the next batch before giving up. The
@@ -262,20 +263,45 @@ pub enum AttributeSelection {
     Only(HashSet<String>),
 }
 
-fn member(r: MemberRow, attributes: &AttributeSelection) -> pb::Member {
-    let attributes = match attributes {
-        AttributeSelection::All => map_to_struct(&r.attributes.0),
-        AttributeSelection::Only(keys) => prost_types::Struct {
-            fields: r
-                .attributes
-                .0
-                .into_iter()
-                .filter(|(k, _)| keys.contains(k))
-                .map(|(k, v)| (k, from_json(&v)))
-                .collect(),
-        },
+/// How each member's attributes are sent.
+#[derive(Debug, Clone, Default)]
+pub struct MemberFormat {
+    pub attributes: AttributeSelection,
+    /// As a JSON object in `attributes_json` rather than a `Struct`.
+    pub as_json: bool,
+}
+
+fn member(mut r: MemberRow, format: &MemberFormat) -> Result<pb::Member, Error> {
+    let stored = std::mem::take(&mut r.attributes);
+    let id = r.id;
+    let parse = |text: &str| {
+        serde_json::from_str::<Map<String, Value>>(text).map_err(|e| {
+            Error::Internal(format!(
+                "contact {id}: stored attributes are not a JSON object: {e}"
+            ))
+        })
     };
-    pb::Member {
+    let (attributes, attributes_json) = match (&format.attributes, format.as_json) {
+        // The stored text goes out as it is: no parse, no re-encode.
+        (AttributeSelection::All, true) => (None, stored.into_bytes()),
+        (AttributeSelection::All, false) => (Some(map_to_struct(&parse(&stored)?)), vec![]),
+        // omit_attributes: the statement did not even read them.
+        (AttributeSelection::Only(keys), true) if keys.is_empty() => (None, b"{}".to_vec()),
+        (AttributeSelection::Only(keys), false) if keys.is_empty() => {
+            (Some(prost_types::Struct::default()), vec![])
+        }
+        (AttributeSelection::Only(keys), as_json) => {
+            let mut m = parse(&stored)?;
+            m.retain(|k, _| keys.contains(k));
+            if as_json {
+                (None, Value::Object(m).to_string().into_bytes())
+            } else {
+                let fields = m.into_iter().map(|(k, v)| (k, from_json(&v))).collect();
+                (Some(prost_types::Struct { fields }), vec![])
+            }
+        }
+    };
+    Ok(pb::Member {
         contact_id: r.id.to_string(),
         email: r.email.unwrap_or_default(),
         phone: r.phone.unwrap_or_default(),
@@ -286,8 +312,9 @@ fn member(r: MemberRow, attributes: &AttributeSelection) -> pb::Member {
         email_consent: r.email_consent,
         sms_consent: r.sms_consent,
         push_consent: r.push_consent,
-        attributes: Some(attributes),
-    }
+        attributes,
+        attributes_json,
+    })
 }
 
 /// Streams a segment's members in contact-id order, `batch` per message.
@@ -303,7 +330,7 @@ pub fn stream_members(
     segment: Uuid,
     after: Option<Uuid>,
     batch: i64,
-    attributes: AttributeSelection,
+    format: MemberFormat,
 ) -> impl Stream<Item = Result<pb::MemberBatch, Status>> + Send + 'static {
     let (tx, rx) = mpsc::channel(2);
     tokio::spawn(async move {
@@ -320,16 +347,22 @@ pub fn stream_members(
             {
                 return Ok::<_, Error>(Some(Status::not_found("the segment was deleted")));
             }
-            sqlx::query(
+            // One of two fixed texts: nothing from the request is spliced in.
+            let attributes_column = match &format.attributes {
+                AttributeSelection::Only(keys) if keys.is_empty() => "'{}'::text",
+                _ => "c.attributes::text",
+            };
+            sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DECLARE segment_members_stream NO SCROLL CURSOR FOR
                  SELECT c.id, c.email, c.phone, c.first_name, c.last_name, c.locale, c.time_zone,
-                        c.email_consent, c.sms_consent, c.push_consent, c.attributes
+                        c.email_consent, c.sms_consent, c.push_consent,
+                        {attributes_column} AS attributes
                  FROM segmentation.segment_members m
                  JOIN segmentation.contacts c ON c.tenant_id = m.tenant_id AND c.id = m.contact_id
                  WHERE m.tenant_id = $1 AND m.segment_id = $2 AND m.contact_id > $3
                    AND c.deleted_at IS NULL
-                 ORDER BY m.contact_id",
-            )
+                 ORDER BY m.contact_id"
+            )))
             .bind(tenant)
             .bind(segment)
             .bind(after.unwrap_or(Uuid::nil()))
@@ -344,7 +377,10 @@ pub fn stream_members(
                 let done = (rows.len() as i64) < batch;
                 if !rows.is_empty() {
                     streamed += rows.len() as u64;
-                    let members = rows.into_iter().map(|r| member(r, &attributes)).collect();
+                    let members = rows
+                        .into_iter()
+                        .map(|r| member(r, &format))
+                        .collect::<Result<Vec<_>, Error>>()?;
                     match tokio::time::timeout(
                         STREAM_STALL,
                         tx.send(Ok(pb::MemberBatch { members })),

@@ -1230,7 +1230,10 @@ impl SegmentationService for SegmentationGrpc {
             id,
             after,
             batch,
-            attributes,
+            export::MemberFormat {
+                attributes,
+                as_json: r.attributes_as_json,
+            },
         ))))
     }
 }
