@@ -598,3 +598,235 @@ async fn tenants_cannot_see_or_touch_each_others_campaigns() {
     assert_eq!(unprotected, 0);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn preview_renders_the_content_for_one_contact() {
+    let t = spawn_mesh().await;
+    let tok = tenant(&t, "preview@example.com").await;
+    let other = tenant(&t, "someone-else@example.com").await;
+    let (s, b) = t
+        .post(
+            "/v1/contact-attributes",
+            Some(&tok),
+            json!({"key": "plan", "type": "string", "label": "Plan"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, contact) = t
+        .post(
+            "/v1/contacts",
+            Some(&tok),
+            json!({"contact": {"email": "ada@example.com", "first_name": "<b>Ada</b>", "attributes": {"plan": "pro"}}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{contact}");
+    let contact_id = contact["id"].as_str().unwrap().to_owned();
+    let (s, foreign) = t
+        .post(
+            "/v1/contacts",
+            Some(&other),
+            json!({"contact": {"email": "eve@example.com"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{foreign}");
+    let seg = segment(&t, &tok, "Everyone").await;
+    let mut body = email_campaign("Preview me", &seg);
+    body["channels"] = json!(["email", "webhook"]);
+    body["content"]["webhook"] = json!({
+        "json_template": "{\"name\": {{ contact.first_name }}, \"plan\": {{ contact.attributes.plan }}, \"campaign\": {{ campaign.name }}}"
+    });
+    let c = create(&t, &tok, body).await;
+    let path = format!("/v1/campaigns/{}:preview", c["id"].as_str().unwrap());
+
+    let (s, p) = t
+        .post(&path, Some(&tok), json!({"contact_id": contact_id}))
+        .await;
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["email"]["subject"], "Hi <b>Ada</b>");
+    assert_eq!(
+        p["email"]["html_body"], "<p>Hello &lt;b&gt;Ada&lt;&#x2f;b&gt;</p>\n<p>pro</p>",
+        "values are HTML-escaped in the HTML body"
+    );
+    assert_eq!(p["email"]["text_body"], "Hello <b>Ada</b>");
+    let hook: Value = serde_json::from_str(p["webhook_json"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        hook,
+        json!({"name": "<b>Ada</b>", "plan": "pro", "campaign": "Preview me"})
+    );
+    assert!(p.get("sms_text").is_none_or(Value::is_null));
+
+    // Another workspace's contact, an unknown one, a malformed id.
+    let (s, b) = t
+        .post(&path, Some(&tok), json!({"contact_id": foreign["id"]}))
+        .await;
+    assert_problem(s, &b, 422, Some("contact_id"));
+    let (s, b) = t
+        .post(
+            &path,
+            Some(&tok),
+            json!({"contact_id": uuid::Uuid::now_v7().to_string()}),
+        )
+        .await;
+    assert_problem(s, &b, 422, Some("contact_id"));
+    let (s, b) = t.post(&path, Some(&tok), json!({"contact_id": "x"})).await;
+    assert_problem(s, &b, 422, Some("contact_id"));
+    // And the other workspace cannot preview this campaign at all.
+    let (s, b) = t
+        .post(&path, Some(&other), json!({"contact_id": foreign["id"]}))
+        .await;
+    assert_problem(s, &b, 404, None);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn templates_by_niche_create_and_save_as_template() {
+    let t = spawn_mesh().await;
+    let tok = tenant(&t, "templates@example.com").await;
+    let other = tenant(&t, "templates-other@example.com").await;
+    let seg = segment(&t, &tok, "Shoppers").await;
+
+    let (s, all) = t.get("/v1/campaign-templates", Some(&tok)).await;
+    assert_eq!(s, 200, "{all}");
+    let list = all["templates"].as_array().unwrap();
+    assert!(list.len() >= 10, "{all}");
+    assert!(
+        list.iter().all(|x| x["age_restricted"] != true),
+        "age-restricted templates only when asked for: {all}"
+    );
+    let (_, adult) = t
+        .get("/v1/campaign-templates?niche=adult_creator", Some(&tok))
+        .await;
+    let adult = adult["templates"].as_array().unwrap();
+    assert!(!adult.is_empty());
+    assert!(
+        adult
+            .iter()
+            .all(|x| x["age_restricted"] == true && x["niche"] == "adult_creator")
+    );
+    let (s, b) = t
+        .get("/v1/campaign-templates?niche=knitting", Some(&tok))
+        .await;
+    assert_problem(s, &b, 422, Some("niche"));
+
+    // A draft from a built-in template.
+    let (s, c) = t
+        .post(
+            "/v1/campaign-templates/builtin-ecommerce-flash-sale:createCampaign",
+            Some(&tok),
+            json!({"target_segment_ids": [seg]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    assert_eq!(c["status"], "draft");
+    assert_eq!(c["name"], "Flash sale");
+    assert_eq!(c["channels"], json!(["email", "sms"]));
+    assert_eq!(c["target_segment_ids"], json!([seg]));
+    let (s, b) = t
+        .post(
+            "/v1/campaign-templates/builtin-nope:createCampaign",
+            Some(&tok),
+            json!({}),
+        )
+        .await;
+    assert_problem(s, &b, 404, None);
+
+    // Save it as the workspace's own template, once per name.
+    let path = format!("/v1/campaigns/{}:saveAsTemplate", c["id"].as_str().unwrap());
+    let (s, tpl) = t
+        .post(
+            &path,
+            Some(&tok),
+            json!({"name": "Our flash sale", "niche": "ecommerce"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{tpl}");
+    assert_eq!(tpl["built_in"], false);
+    assert_eq!(tpl["content"], c["content"]);
+    let (s, b) = t
+        .post(
+            &path,
+            Some(&tok),
+            json!({"name": "our FLASH sale", "niche": "ecommerce"}),
+        )
+        .await;
+    assert_problem(s, &b, 409, Some("name"));
+    let (s, b) = t
+        .post(&path, Some(&tok), json!({"name": "x", "niche": "knitting"}))
+        .await;
+    assert_problem(s, &b, 422, Some("niche"));
+    let tpl_id = tpl["id"].as_str().unwrap().to_owned();
+    let (_, eco) = t
+        .get(
+            "/v1/campaign-templates?niche=ecommerce&query=our",
+            Some(&tok),
+        )
+        .await;
+    let eco: Vec<_> = eco["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(eco, vec![tpl_id.clone()]);
+    let (s, c2) = t
+        .post(
+            &format!("/v1/campaign-templates/{tpl_id}:createCampaign"),
+            Some(&tok),
+            json!({"name": "Second flash sale"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{c2}");
+    assert_eq!(c2["content"], c["content"]);
+
+    // Private to the workspace.
+    let (_, theirs) = t.get("/v1/campaign-templates", Some(&other)).await;
+    assert!(
+        theirs["templates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["built_in"] == true),
+        "{theirs}"
+    );
+    let (s, b) = t
+        .post(
+            &format!("/v1/campaign-templates/{tpl_id}:createCampaign"),
+            Some(&other),
+            json!({}),
+        )
+        .await;
+    assert_problem(s, &b, 404, None);
+    let (s, _, _) = t
+        .call(
+            Method::DELETE,
+            &format!("/v1/campaign-templates/{tpl_id}"),
+            Some(&other),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, b, _) = t
+        .call(
+            Method::DELETE,
+            "/v1/campaign-templates/builtin-saas-trial-ending",
+            Some(&tok),
+            None,
+        )
+        .await;
+    assert_problem(s, &b, 409, None);
+    let (s, _, _) = t
+        .call(
+            Method::DELETE,
+            &format!("/v1/campaign-templates/{tpl_id}"),
+            Some(&tok),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    assert_eq!(
+        t.count("SELECT count(*) FROM campaigns.campaign_templates")
+            .await,
+        0
+    );
+    t.stop().await;
+}

@@ -8,6 +8,56 @@ use serde_json::{Map, Value, json};
 use crate::domain::{input, state, template};
 use crate::store::CampaignRow;
 
+/// A segmentation contact as templates see it.
+pub fn render_contact(c: &cos_proto::segmentation::v1::Contact) -> template::RenderContact {
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    template::RenderContact {
+        contact_id: c.id.clone(),
+        email: opt(&c.email),
+        phone: opt(&c.phone),
+        external_id: opt(&c.external_id),
+        first_name: opt(&c.first_name),
+        last_name: opt(&c.last_name),
+        locale: opt(&c.locale),
+        time_zone: opt(&c.time_zone),
+        attributes: c
+            .attributes
+            .as_ref()
+            .map(|s| {
+                s.fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), proto_value_to_json(v)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+fn proto_value_to_json(v: &prost_types::Value) -> Value {
+    use prost_types::value::Kind;
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(*b),
+        // Whole numbers print as "42", not "42.0".
+        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9.0e15 => {
+            Value::from(*n as i64)
+        }
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        Some(Kind::StringValue(s)) => Value::String(s.clone()),
+        Some(Kind::ListValue(l)) => {
+            Value::Array(l.values.iter().map(proto_value_to_json).collect())
+        }
+        Some(Kind::StructValue(s)) => Value::Object(
+            s.fields
+                .iter()
+                .map(|(k, v)| (k.clone(), proto_value_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
 pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.timestamp(),

@@ -15,11 +15,11 @@ use uuid::Uuid;
 
 use crate::config::CampaignsConfig;
 use crate::convert::{
-    campaign_pb, content_from_json, content_to_domain, content_to_json, variants_from_json,
-    variants_to_domain, variants_to_json,
+    campaign_pb, content_from_json, content_to_domain, content_to_json, render_contact,
+    variants_from_json, variants_to_domain, variants_to_json,
 };
 use crate::domain::state::{self, Action, Status as CampaignStatus};
-use crate::domain::{input, schedule, template};
+use crate::domain::{catalog, input, schedule, template};
 use crate::error::{Error, Result};
 use crate::events::{self, Change};
 use crate::segments::Segments;
@@ -786,6 +786,253 @@ impl CampaignsService for CampaignsGrpc {
             .await
     }
 
+    async fn preview_campaign(
+        &self,
+        req: Request<pb::PreviewCampaignRequest>,
+    ) -> Result<Response<pb::PreviewCampaignResponse>, Status> {
+        let c = caller(&req)?;
+        let r = req.into_inner();
+        let api = &self.0;
+        let id = parse_uuid("campaign_id", &r.campaign_id)?;
+        let contact_id = parse_uuid("contact_id", &r.contact_id)?;
+        let row = {
+            let mut tx = api.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
+            let row = store::get(&mut tx, c.tenant, id, false)
+                .await?
+                .ok_or_else(not_found)?;
+            tx.commit().await.map_err(|e| Error::Db(e.into()))?;
+            row
+        };
+        let bearer = c.bearer.as_deref().ok_or_else(|| {
+            Error::from(ServiceError::unauthenticated(
+                "a preview reads the contact with your bearer token",
+            ))
+        })?;
+        let contact = render_contact(&api.segments.contact(bearer, contact_id).await?);
+        let content = content_to_domain(&content_from_json(&row.content.0));
+        let extra = serde_json::json!({"campaign": {"id": row.id.to_string(), "name": row.name}});
+        let failed =
+            |e: template::RenderError| Error::from(ServiceError::invalid(e.field, e.message));
+        let email = match &content.email {
+            Some(e) => {
+                let out = api
+                    .renderer
+                    .render_email(e, &contact, &extra)
+                    .map_err(failed)?;
+                Some(pb::RenderedEmail {
+                    subject: out.subject,
+                    preheader: out.preheader,
+                    html_body: out.html_body,
+                    text_body: out.text_body,
+                })
+            }
+            None => None,
+        };
+        let sms_text = match &content.sms {
+            Some(s) => Some(
+                api.renderer
+                    .render_sms(s, &contact, &extra)
+                    .map_err(failed)?,
+            ),
+            None => None,
+        };
+        let webhook_json = match &content.webhook {
+            Some(w) => Some(
+                api.renderer
+                    .render_webhook(w, &contact, &extra)
+                    .map_err(failed)?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Ok(Response::new(pb::PreviewCampaignResponse {
+            contact_id: contact_id.to_string(),
+            email,
+            sms_text,
+            webhook_json,
+        }))
+    }
+
+    async fn list_campaign_templates(
+        &self,
+        req: Request<pb::ListCampaignTemplatesRequest>,
+    ) -> Result<Response<pb::ListCampaignTemplatesResponse>, Status> {
+        let c = caller(&req)?;
+        let r = req.into_inner();
+        let niche = r.niche.trim();
+        if !niche.is_empty() && !valid_niche(niche) {
+            return Err(Error::from(niche_violation()).into());
+        }
+        let query = r.query.trim();
+        if query.chars().count() > MAX_QUERY {
+            return Err(Error::from(ServiceError::invalid(
+                "query",
+                format!("at most {MAX_QUERY} characters"),
+            ))
+            .into());
+        }
+        let show_restricted = r.include_age_restricted || catalog::is_age_restricted(niche);
+        let needle = query.to_lowercase();
+        let mut templates: Vec<pb::CampaignTemplate> = catalog::BUILTINS
+            .iter()
+            .filter(|b| niche.is_empty() || b.niche == niche)
+            .filter(|b| show_restricted || !catalog::is_age_restricted(b.niche))
+            .filter(|b| {
+                needle.is_empty()
+                    || b.name.to_lowercase().contains(&needle)
+                    || b.description.to_lowercase().contains(&needle)
+            })
+            .map(builtin_pb)
+            .collect();
+        let mut tx = self.0.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
+        let own = store::list_templates(
+            &mut tx,
+            c.tenant,
+            (!niche.is_empty()).then_some(niche),
+            (!query.is_empty()).then_some(query),
+        )
+        .await?;
+        tx.commit().await.map_err(|e| Error::Db(e.into()))?;
+        templates.extend(
+            own.iter()
+                .filter(|t| show_restricted || !catalog::is_age_restricted(&t.niche))
+                .map(template_pb),
+        );
+        Ok(Response::new(pb::ListCampaignTemplatesResponse {
+            templates,
+        }))
+    }
+
+    async fn create_campaign_from_template(
+        &self,
+        req: Request<pb::CreateCampaignFromTemplateRequest>,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        let c = caller(&req)?;
+        let r = req.into_inner();
+        let api = &self.0;
+        let template = if r.template_id.trim().starts_with(catalog::BUILTIN_PREFIX) {
+            catalog::builtin(r.template_id.trim())
+                .map(builtin_pb)
+                .ok_or_else(|| Error::from(ServiceError::not_found("campaign template")))?
+        } else {
+            let id = parse_uuid("template_id", &r.template_id)?;
+            let mut tx = api.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
+            let row = store::get_template(&mut tx, c.tenant, id)
+                .await?
+                .ok_or_else(|| Error::from(ServiceError::not_found("campaign template")))?;
+            tx.commit().await.map_err(|e| Error::Db(e.into()))?;
+            template_pb(&row)
+        };
+        let fields = api.validate(&Draft {
+            name: r.name.unwrap_or(template.name),
+            description: template.description,
+            goal: template.goal,
+            kind: template.r#type,
+            channels: template.channels,
+            platforms: template.platforms,
+            targets: r.target_segment_ids,
+            exclusions: r.exclusion_segment_ids,
+            content: template.content.unwrap_or_default(),
+            budget: None,
+            variants: template.variants,
+        })?;
+        api.check_segments(&c, &fields.targets, &fields.exclusions)
+            .await?;
+        let mut tx = api.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
+        let row = store::insert(&mut tx, c.tenant, Uuid::now_v7(), c.user, None, &fields).await?;
+        emit_change(&mut tx, &c, &row, events::CREATED, None).await?;
+        tx.commit().await.map_err(|e| Error::Db(e.into()))?;
+        Ok(Response::new(campaign_pb(&row)))
+    }
+
+    async fn save_campaign_as_template(
+        &self,
+        req: Request<pb::SaveCampaignAsTemplateRequest>,
+    ) -> Result<Response<pb::CampaignTemplate>, Status> {
+        let c = caller(&req)?;
+        let r = req.into_inner();
+        let id = parse_uuid("campaign_id", &r.campaign_id)?;
+        let niche = if r.niche.trim().is_empty() {
+            "other"
+        } else {
+            r.niche.trim()
+        };
+        let mut out = Vec::new();
+        if !valid_niche(niche) {
+            out.push(violation("niche", niche_message()));
+        }
+        let description = match r.description.as_deref().map(input::validate_description) {
+            None => None,
+            Some(Ok(d)) => Some(d),
+            Some(Err(v)) => {
+                out.push(from_domain(v));
+                None
+            }
+        };
+        let name = match r.name.as_deref().map(input::validate_name) {
+            None => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(v)) => {
+                out.push(from_domain(v));
+                None
+            }
+        };
+        invalid(out)?;
+        let mut tx = self.0.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
+        let source = store::get(&mut tx, c.tenant, id, false)
+            .await?
+            .ok_or_else(not_found)?;
+        if store::count_templates(&mut tx, c.tenant).await? >= MAX_TEMPLATES {
+            return Err(Error::from(ServiceError::failed_precondition(format!(
+                "a workspace keeps at most {MAX_TEMPLATES} templates; delete one first"
+            )))
+            .into());
+        }
+        let name = name.unwrap_or_else(|| source.name.clone());
+        let description = description.unwrap_or_else(|| source.description.clone());
+        let row = store::insert_template(
+            &mut tx,
+            c.tenant,
+            c.user,
+            &source,
+            &name,
+            &description,
+            niche,
+        )
+        .await?
+        .ok_or_else(|| {
+            Error::from(
+                ServiceError::already_exists(format!(
+                    "a template named {name:?} already exists in this workspace"
+                ))
+                .with_violation("name", "is taken by another template"),
+            )
+        })?;
+        tx.commit().await.map_err(|e| Error::Db(e.into()))?;
+        Ok(Response::new(template_pb(&row)))
+    }
+
+    async fn delete_campaign_template(
+        &self,
+        req: Request<pb::DeleteCampaignTemplateRequest>,
+    ) -> Result<Response<pb::DeleteCampaignTemplateResponse>, Status> {
+        let c = caller(&req)?;
+        let raw = req.get_ref().template_id.trim().to_owned();
+        if raw.starts_with(catalog::BUILTIN_PREFIX) {
+            return Err(Error::from(ServiceError::failed_precondition(
+                "built-in templates cannot be deleted",
+            ))
+            .into());
+        }
+        let id = parse_uuid("template_id", &raw)?;
+        let mut tx = self.0.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
+        if !store::delete_template(&mut tx, c.tenant, id).await? {
+            return Err(Error::from(ServiceError::not_found("campaign template")).into());
+        }
+        tx.commit().await.map_err(|e| Error::Db(e.into()))?;
+        Ok(Response::new(pb::DeleteCampaignTemplateResponse {}))
+    }
+
     async fn duplicate_campaign(
         &self,
         req: Request<pb::DuplicateCampaignRequest>,
@@ -851,6 +1098,69 @@ impl CampaignsGrpc {
         let version = req.get_ref().version;
         let row = self.0.act(&c, id, version, action, event).await?;
         Ok(Response::new(campaign_pb(&row)))
+    }
+}
+
+const MAX_TEMPLATES: i64 = 500;
+
+fn valid_niche(niche: &str) -> bool {
+    niche == "other" || catalog::is_niche(niche)
+}
+
+fn niche_message() -> String {
+    format!("must be one of: {}, other", catalog::NICHES.join(", "))
+}
+
+fn niche_violation() -> ServiceError {
+    ServiceError::invalid("niche", niche_message())
+}
+
+fn builtin_pb(b: &catalog::Builtin) -> pb::CampaignTemplate {
+    pb::CampaignTemplate {
+        id: b.id(),
+        name: b.name.to_owned(),
+        description: b.description.to_owned(),
+        goal: b.goal.to_owned(),
+        niche: b.niche.to_owned(),
+        age_restricted: catalog::is_age_restricted(b.niche),
+        built_in: true,
+        r#type: b.kind.to_owned(),
+        channels: b.channels.iter().map(|s| (*s).to_owned()).collect(),
+        platforms: b.platforms.iter().map(|s| (*s).to_owned()).collect(),
+        content: Some(pb::Content {
+            email: b
+                .email
+                .map(|[subject, preheader, html, text]| pb::EmailContent {
+                    subject: subject.to_owned(),
+                    preheader: preheader.to_owned(),
+                    html_body: html.to_owned(),
+                    text_body: text.to_owned(),
+                }),
+            sms: b.sms.map(|text| pb::SmsContent {
+                text: text.to_owned(),
+            }),
+            webhook: None,
+        }),
+        variants: vec![],
+        created_at: None,
+    }
+}
+
+fn template_pb(t: &store::TemplateRow) -> pb::CampaignTemplate {
+    pb::CampaignTemplate {
+        id: t.id.to_string(),
+        name: t.name.clone(),
+        description: t.description.clone(),
+        goal: t.goal.clone(),
+        niche: t.niche.clone(),
+        age_restricted: catalog::is_age_restricted(&t.niche),
+        built_in: false,
+        r#type: t.kind.clone(),
+        channels: t.channels.clone(),
+        platforms: t.platforms.clone(),
+        content: Some(content_from_json(&t.content.0)),
+        variants: variants_from_json(&t.variants.0),
+        created_at: Some(crate::convert::ts(t.created_at)),
     }
 }
 

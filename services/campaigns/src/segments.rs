@@ -60,16 +60,40 @@ impl Segments {
         }
     }
 
+    /// A contact of the caller's workspace, read with the caller's token. Unknown ids are a
+    /// violation on `contact_id`.
+    pub async fn contact(&self, bearer: &str, id: Uuid) -> Result<seg::Contact> {
+        let mut req = tonic::Request::new(seg::GetContactRequest {
+            contact_id: id.to_string(),
+        });
+        req.set_timeout(self.timeout);
+        req.metadata_mut()
+            .insert("authorization", bearer_value(bearer)?);
+        match self.grpc.clone().get_contact(req).await {
+            Ok(c) => Ok(c.into_inner()),
+            Err(s) if s.code() == tonic::Code::NotFound => Err(ServiceError::invalid(
+                "contact_id",
+                format!("no contact {id} in this workspace"),
+            )
+            .into()),
+            Err(s) if s.code() == tonic::Code::PermissionDenied => {
+                Err(ServiceError::permission_denied(
+                    "previewing for a contact needs permission contacts.read",
+                )
+                .into())
+            }
+            Err(s) => Err(unavailable(&s)),
+        }
+    }
+
     /// `Some(reason)` when the segment cannot be targeted; errors when segmentation cannot say.
     async fn missing(&self, bearer: &str, id: Uuid) -> Result<Option<String>> {
         let mut req = tonic::Request::new(seg::GetSegmentRequest {
             segment_id: id.to_string(),
         });
         req.set_timeout(self.timeout);
-        let value = format!("Bearer {bearer}")
-            .parse()
-            .map_err(|_| ServiceError::unauthenticated("malformed bearer token"))?;
-        req.metadata_mut().insert("authorization", value);
+        req.metadata_mut()
+            .insert("authorization", bearer_value(bearer)?);
         match self.grpc.clone().get_segment(req).await {
             Ok(_) => Ok(None),
             Err(s) if s.code() == tonic::Code::NotFound => {
@@ -78,13 +102,21 @@ impl Segments {
             Err(s) if s.code() == tonic::Code::PermissionDenied => Ok(Some(
                 "your credentials cannot read segments (permission segments.read)".to_owned(),
             )),
-            Err(s) => {
-                tracing::warn!(code = ?s.code(), message = s.message(), "segmentation lookup failed");
-                Err(Error::from(ServiceError::new(
-                    ErrorCode::Unavailable,
-                    "the segment service is unavailable; nothing was saved, try again",
-                )))
-            }
+            Err(s) => Err(unavailable(&s)),
         }
     }
+}
+
+fn bearer_value(bearer: &str) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+    format!("Bearer {bearer}")
+        .parse()
+        .map_err(|_| ServiceError::unauthenticated("malformed bearer token").into())
+}
+
+fn unavailable(s: &tonic::Status) -> Error {
+    tracing::warn!(code = ?s.code(), message = s.message(), "segmentation lookup failed");
+    Error::from(ServiceError::new(
+        ErrorCode::Unavailable,
+        "the segmentation service is unavailable; nothing was changed, try again",
+    ))
 }

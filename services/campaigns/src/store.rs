@@ -297,3 +297,119 @@ mod tests {
         assert_eq!(like_pattern("spring"), "%spring%");
     }
 }
+
+// ---- workspace templates -------------------------------------------------------------------
+
+const TEMPLATE_COLUMNS: &str =
+    "id, name, description, goal, niche, kind, channels, platforms, content, variants, created_at";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TemplateRow {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub goal: String,
+    pub niche: String,
+    pub kind: String,
+    pub channels: Vec<String>,
+    pub platforms: Vec<String>,
+    pub content: Json<Value>,
+    pub variants: Json<Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A template saved from `source`; `None` when the name is taken in the workspace.
+pub async fn insert_template(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    created_by: Uuid,
+    source: &CampaignRow,
+    name: &str,
+    description: &str,
+    niche: &str,
+) -> Result<Option<TemplateRow>> {
+    let inserted = sqlx::query_as::<_, TemplateRow>(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO campaigns.campaign_templates (tenant_id, id, name, description, goal, niche,
+             kind, channels, platforms, content, variants, source_campaign_id, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         ON CONFLICT (tenant_id, lower(name)) DO NOTHING
+         RETURNING {TEMPLATE_COLUMNS}"
+    )))
+    .bind(tenant)
+    .bind(Uuid::now_v7())
+    .bind(name)
+    .bind(description)
+    .bind(&source.goal)
+    .bind(niche)
+    .bind(&source.kind)
+    .bind(&source.channels)
+    .bind(&source.platforms)
+    .bind(&source.content)
+    .bind(&source.variants)
+    .bind(source.id)
+    .bind(created_by)
+    .fetch_optional(conn)
+    .await?;
+    Ok(inserted)
+}
+
+pub async fn count_templates(conn: &mut PgConnection, tenant: Uuid) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar(
+            "SELECT count(*) FROM campaigns.campaign_templates WHERE tenant_id = $1",
+        )
+        .bind(tenant)
+        .fetch_one(conn)
+        .await?,
+    )
+}
+
+/// The workspace's templates by name, optionally of one niche and matching `query`.
+pub async fn list_templates(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    niche: Option<&str>,
+    query: Option<&str>,
+) -> Result<Vec<TemplateRow>> {
+    Ok(
+        sqlx::query_as::<_, TemplateRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {TEMPLATE_COLUMNS} FROM campaigns.campaign_templates
+         WHERE tenant_id = $1 AND ($2::text IS NULL OR niche = $2::text)
+           AND ($3::text IS NULL OR name ILIKE $3::text OR description ILIKE $3::text)
+         ORDER BY lower(name)"
+        )))
+        .bind(tenant)
+        .bind(niche)
+        .bind(query.map(like_pattern))
+        .fetch_all(conn)
+        .await?,
+    )
+}
+
+pub async fn get_template(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    id: Uuid,
+) -> Result<Option<TemplateRow>> {
+    Ok(
+        sqlx::query_as::<_, TemplateRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {TEMPLATE_COLUMNS} FROM campaigns.campaign_templates
+         WHERE tenant_id = $1 AND id = $2"
+        )))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?,
+    )
+}
+
+/// Whether a template was deleted.
+pub async fn delete_template(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<bool> {
+    let done =
+        sqlx::query("DELETE FROM campaigns.campaign_templates WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id)
+            .execute(conn)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -8,6 +8,7 @@
 //! * [`schedule`]: DST-aware resolution of send times in IANA time zones.
 //! * [`input`]: validation of campaign fields and A/B variant assignment.
 
+pub mod catalog;
 pub mod input;
 pub mod schedule;
 pub mod state;
