@@ -199,6 +199,73 @@ fn postgres_check(pool: sqlx::PgPool) -> std::sync::Arc<dyn cos_telemetry::Readi
     })
 }
 
+/// What a service behind the gateway starts from: its pool and identity's signing keys.
+async fn connect(
+    settings: &Settings,
+    identity_url: &str,
+) -> anyhow::Result<(Db, cos_auth::RemoteJwks)> {
+    let db = Db::connect(&settings.pool_settings(None))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL (COS_DATABASE__URL): {e}"))?;
+    let jwks = cos_auth::RemoteJwks::new(
+        identity_url,
+        &settings.common.auth.issuer,
+        &settings.common.auth.audience,
+    )?;
+    jwks.load(Duration::from_secs(5)).await;
+    Ok((db, jwks))
+}
+
+/// Task names of one service (they appear in logs when a task ends).
+struct TaskNames {
+    grpc: &'static str,
+    admin: &'static str,
+    relay: &'static str,
+}
+
+/// Runs a built service on `tasks`: its outbox relay for `schema`, the admin endpoint, the JWKS
+/// refresher (stopped when the server stops) and the gRPC server `serve` builds.
+#[allow(clippy::too_many_arguments)]
+fn spawn_service<F>(
+    tasks: &mut Tasks,
+    names: TaskNames,
+    settings: &Settings,
+    schema: &str,
+    db: &Db,
+    jwks: &cos_auth::RemoteJwks,
+    admin: Option<TcpListener>,
+    shutdown: &CancellationToken,
+    serve: impl FnOnce(CancellationToken) -> F,
+) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let relay = OutboxRelay::new(
+        db.pool().clone(),
+        RelayConfig::new(schema, settings.common.amqp.url.clone())
+            .with_exchange(settings.common.amqp.exchange.clone()),
+    )?;
+    spawn_admin(
+        tasks,
+        names.admin,
+        admin,
+        vec![postgres_check(db.pool().clone())],
+        shutdown,
+    );
+    let refresher = jwks.spawn_refresher(settings.common.auth.jwks_refresh, shutdown.clone());
+    let token = shutdown.clone();
+    let relay_name = names.relay;
+    tasks.spawn(async move { (relay_name, relay.run(token).await.map_err(Into::into)) });
+    let server = serve(shutdown.clone());
+    let grpc_name = names.grpc;
+    tasks.spawn(async move {
+        let result = server.await;
+        refresher.abort();
+        (grpc_name, result)
+    });
+    Ok(())
+}
+
 /// Starts billing (gRPC server, outbox relay, JWKS refresher, admin endpoint) on `tasks`.
 pub async fn start_billing(
     settings: &Settings,
@@ -209,15 +276,7 @@ pub async fn start_billing(
     tasks: &mut Tasks,
 ) -> anyhow::Result<()> {
     let cfg = &settings.billing;
-    let db = Db::connect(&settings.pool_settings(None))
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL (COS_DATABASE__URL): {e}"))?;
-    let jwks = cos_auth::RemoteJwks::new(
-        &cfg.identity_url,
-        &settings.common.auth.issuer,
-        &settings.common.auth.audience,
-    )?;
-    jwks.load(Duration::from_secs(5)).await;
+    let (db, jwks) = connect(settings, &cfg.identity_url).await?;
     let service = cos_billing::Billing::build(
         db.clone(),
         keyring.clone(),
@@ -226,33 +285,22 @@ pub async fn start_billing(
         jwks.verifier(),
     )
     .await?;
-    let relay = OutboxRelay::new(
-        db.pool().clone(),
-        RelayConfig::new(cos_billing::SCHEMA, settings.common.amqp.url.clone())
-            .with_exchange(settings.common.amqp.exchange.clone()),
-    )?;
-    spawn_admin(
+    let names = TaskNames {
+        grpc: "billing",
+        admin: "billing-admin",
+        relay: "billing-outbox-relay",
+    };
+    spawn_service(
         tasks,
-        "billing-admin",
+        names,
+        settings,
+        cos_billing::SCHEMA,
+        &db,
+        &jwks,
         admin,
-        vec![postgres_check(db.pool().clone())],
         shutdown,
-    );
-    let refresher = jwks.spawn_refresher(settings.common.auth.jwks_refresh, shutdown.clone());
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        (
-            "billing-outbox-relay",
-            relay.run(token).await.map_err(Into::into),
-        )
-    });
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        let result = service.serve(listener, token).await;
-        refresher.abort();
-        ("billing", result)
-    });
-    Ok(())
+        |token| service.serve(listener, token),
+    )
 }
 
 /// Starts segmentation (gRPC server with its workers, outbox relay, JWKS refresher, admin
@@ -265,15 +313,7 @@ pub async fn start_segmentation(
     tasks: &mut Tasks,
 ) -> anyhow::Result<()> {
     let cfg = &settings.segmentation;
-    let db = Db::connect(&settings.pool_settings(None))
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL (COS_DATABASE__URL): {e}"))?;
-    let jwks = cos_auth::RemoteJwks::new(
-        &cfg.identity_url,
-        &settings.common.auth.issuer,
-        &settings.common.auth.audience,
-    )?;
-    jwks.load(Duration::from_secs(5)).await;
+    let (db, jwks) = connect(settings, &cfg.identity_url).await?;
     let entitlements = cos_entitlements::EntitlementClient::new(
         &cfg.billing_url,
         &settings.common.redis.url,
@@ -287,33 +327,22 @@ pub async fn start_segmentation(
     let service =
         cos_segmentation::Segmentation::build(db.clone(), cfg, jwks.verifier(), entitlements)
             .await?;
-    let relay = OutboxRelay::new(
-        db.pool().clone(),
-        RelayConfig::new(cos_segmentation::SCHEMA, settings.common.amqp.url.clone())
-            .with_exchange(settings.common.amqp.exchange.clone()),
-    )?;
-    spawn_admin(
+    let names = TaskNames {
+        grpc: "segmentation",
+        admin: "segmentation-admin",
+        relay: "segmentation-outbox-relay",
+    };
+    spawn_service(
         tasks,
-        "segmentation-admin",
+        names,
+        settings,
+        cos_segmentation::SCHEMA,
+        &db,
+        &jwks,
         admin,
-        vec![postgres_check(db.pool().clone())],
         shutdown,
-    );
-    let refresher = jwks.spawn_refresher(settings.common.auth.jwks_refresh, shutdown.clone());
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        (
-            "segmentation-outbox-relay",
-            relay.run(token).await.map_err(Into::into),
-        )
-    });
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        let result = service.serve(listener, token).await;
-        refresher.abort();
-        ("segmentation", result)
-    });
-    Ok(())
+        |token| service.serve(listener, token),
+    )
 }
 
 /// Starts campaigns (gRPC server, outbox relay, JWKS refresher, admin endpoint) on `tasks`.
@@ -325,43 +354,24 @@ pub async fn start_campaigns(
     tasks: &mut Tasks,
 ) -> anyhow::Result<()> {
     let cfg = &settings.campaigns;
-    let db = Db::connect(&settings.pool_settings(None))
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL (COS_DATABASE__URL): {e}"))?;
-    let jwks = cos_auth::RemoteJwks::new(
-        &cfg.identity_url,
-        &settings.common.auth.issuer,
-        &settings.common.auth.audience,
-    )?;
-    jwks.load(Duration::from_secs(5)).await;
+    let (db, jwks) = connect(settings, &cfg.identity_url).await?;
     let service = cos_campaigns::Campaigns::build(db.clone(), cfg, jwks.verifier()).await?;
-    let relay = OutboxRelay::new(
-        db.pool().clone(),
-        RelayConfig::new(cos_campaigns::SCHEMA, settings.common.amqp.url.clone())
-            .with_exchange(settings.common.amqp.exchange.clone()),
-    )?;
-    spawn_admin(
+    let names = TaskNames {
+        grpc: "campaigns",
+        admin: "campaigns-admin",
+        relay: "campaigns-outbox-relay",
+    };
+    spawn_service(
         tasks,
-        "campaigns-admin",
+        names,
+        settings,
+        cos_campaigns::SCHEMA,
+        &db,
+        &jwks,
         admin,
-        vec![postgres_check(db.pool().clone())],
         shutdown,
-    );
-    let refresher = jwks.spawn_refresher(settings.common.auth.jwks_refresh, shutdown.clone());
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        (
-            "campaigns-outbox-relay",
-            relay.run(token).await.map_err(Into::into),
-        )
-    });
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        let result = service.serve(listener, token).await;
-        refresher.abort();
-        ("campaigns", result)
-    });
-    Ok(())
+        |token| service.serve(listener, token),
+    )
 }
 
 /// Starts the gateway (HTTP server, JWKS refresher, admin endpoint) on `tasks`.

@@ -755,6 +755,20 @@ async fn templates_by_niche_create_and_save_as_template() {
         .await;
     assert_problem(s, &b, 422, Some("niche"));
     let tpl_id = tpl["id"].as_str().unwrap().to_owned();
+    let (s, got) = t
+        .get(&format!("/v1/campaign-templates/{tpl_id}"), Some(&tok))
+        .await;
+    assert_eq!(s, 200, "{got}");
+    assert_eq!(got["content"], c["content"]);
+    let (s, got) = t
+        .get(
+            "/v1/campaign-templates/builtin-saas-trial-ending",
+            Some(&tok),
+        )
+        .await;
+    assert_eq!(s, 200, "{got}");
+    assert_eq!(got["built_in"], true);
+    assert!(got["content"]["email"]["subject"].is_string(), "{got}");
     let (_, eco) = t
         .get(
             "/v1/campaign-templates?niche=ecommerce&query=our",
@@ -828,5 +842,108 @@ async fn templates_by_niche_create_and_save_as_template() {
             .await,
         0
     );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_scheduled_campaign_stays_sendable_and_needs_launch_rights_to_change() {
+    let t = spawn_mesh().await;
+    let tok = tenant(&t, "guard@example.com").await;
+    let seg = segment(&t, &tok, "Everyone").await;
+    let c = create(&t, &tok, email_campaign("Guarded", &seg)).await;
+    let id = c["id"].as_str().unwrap().to_owned();
+    let (s, c) = t
+        .post(
+            &format!("/v1/campaigns/{id}:schedule"),
+            Some(&tok),
+            json!({"send_at": local_in_days(5), "time_zone": "Europe/Paris"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    let version = num(&c["version"]);
+
+    // Edits that would leave it unsendable are refused while it is scheduled.
+    let path = format!("/v1/campaigns/{id}");
+    let (s, b) = patch(
+        &t,
+        &tok,
+        &path,
+        json!({"version": version, "target_segment_ids": {"values": []}}),
+    )
+    .await;
+    assert_problem(s, &b, 422, Some("target_segment_ids"));
+    let (s, b) = patch(
+        &t,
+        &tok,
+        &path,
+        json!({"version": version, "channels": {"values": ["email", "sms"]}}),
+    )
+    .await;
+    assert_problem(s, &b, 422, Some("content.sms"));
+    let (s, ok) = patch(
+        &t,
+        &tok,
+        &path,
+        json!({"version": version, "name": "Guarded, renamed"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{ok}");
+    assert_eq!(ok["status"], "scheduled");
+
+    // An API key with campaigns.write but not campaigns.launch cannot change or delete it.
+    let (s, key) = t
+        .post(
+            "/v1/api-keys",
+            Some(&tok),
+            json!({"name": "writer", "scopes": ["campaigns.read", "campaigns.write", "segments.read"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{key}");
+    let writer = key["secret"].as_str().unwrap().to_owned();
+    let (s, b) = patch(
+        &t,
+        &writer,
+        &path,
+        json!({"version": num(&ok["version"]), "name": "Hijacked"}),
+    )
+    .await;
+    assert_problem(s, &b, 403, None);
+    let (s, b, _) = t.call(Method::DELETE, &path, Some(&writer), None).await;
+    assert_problem(s, &b, 403, None);
+    // It can still edit a draft.
+    let draft = create(&t, &writer, email_campaign("Key draft", &seg)).await;
+    let (s, b) = patch(
+        &t,
+        &writer,
+        &format!("/v1/campaigns/{}", draft["id"].as_str().unwrap()),
+        json!({"version": 1, "goal": "More clicks"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+
+    // Cancelling clears the schedule; list items carry no content; NUL is a named 422.
+    let (s, c) = t
+        .post(&format!("/v1/campaigns/{id}:cancel"), Some(&tok), json!({}))
+        .await;
+    assert_eq!(s, 200, "{c}");
+    assert!(c.get("schedule").is_none_or(Value::is_null), "{c}");
+    let (_, list) = t.get("/v1/campaigns?status=,", Some(&tok)).await;
+    let items = list["campaigns"].as_array().unwrap();
+    assert_eq!(
+        items.len(),
+        2,
+        "an empty status list means any status: {list}"
+    );
+    assert!(
+        items
+            .iter()
+            .all(|i| i.get("content").is_none_or(Value::is_null))
+    );
+    let mut bad = email_campaign("Nul", &seg);
+    bad["content"]["email"]["subject"] = json!("a\u{0}b");
+    let (s, b) = t.post("/v1/campaigns", Some(&tok), bad).await;
+    assert_problem(s, &b, 422, Some("content.email.subject"));
+    let (s, b) = t.get("/v1/campaigns?query=%00", Some(&tok)).await;
+    assert_problem(s, &b, 422, Some("query"));
     t.stop().await;
 }

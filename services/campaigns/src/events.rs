@@ -2,7 +2,7 @@
 //!
 //! | routing key | payload |
 //! |---|---|
-//! | `campaigns.campaign.created` / `.updated` / `.deleted` / `.duplicated` | `CampaignChanged` |
+//! | `campaigns.campaign.created` (also for duplicates and drafts from templates) / `.updated` / `.deleted` | `CampaignChanged` |
 //! | `campaigns.campaign.scheduled` / `.unscheduled` / `.cancelled` / `.archived` | `CampaignChanged` (with `previous_status`) |
 
 use chrono::{DateTime, Utc};

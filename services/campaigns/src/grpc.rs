@@ -44,6 +44,8 @@ struct Caller {
     tenant: Uuid,
     user: Uuid,
     bearer: Option<String>,
+    /// Scheduled campaigns go out by themselves: changing or deleting one is a launch decision.
+    can_launch: bool,
 }
 
 fn caller<T>(req: &Request<T>) -> Result<Caller> {
@@ -51,6 +53,7 @@ fn caller<T>(req: &Request<T>) -> Result<Caller> {
     Ok(Caller {
         tenant: p.tenant_id,
         user: p.user_id,
+        can_launch: p.has("campaigns.launch"),
         bearer: req
             .metadata()
             .get("authorization")
@@ -104,6 +107,17 @@ fn version_conflict(current: i64) -> Error {
 
 fn illegal(e: state::IllegalTransition) -> Error {
     ServiceError::failed_precondition(e.to_string()).into()
+}
+
+/// Refuses to change or delete a scheduled campaign without `campaigns.launch`.
+fn check_may_change(c: &Caller, status: CampaignStatus) -> Result<()> {
+    if status == CampaignStatus::Scheduled && !c.can_launch {
+        return Err(ServiceError::permission_denied(
+            "changing or deleting a scheduled campaign needs permission campaigns.launch",
+        )
+        .into());
+    }
+    Ok(())
 }
 
 fn stored_status(row: &CampaignRow) -> Result<CampaignStatus> {
@@ -293,12 +307,11 @@ impl CampaignsApi {
 
     /// What a campaign needs before it can be scheduled: channels with their content and target
     /// segments (message), or platforms (social post).
-    fn check_ready(&self, row: &CampaignRow) -> Result<()> {
+    fn check_ready(&self, row: &Fields) -> Result<()> {
         let mut out = Vec::new();
-        let kind = input::CampaignType::parse(&row.kind).ok_or_else(|| {
-            Error::Internal(format!("campaign {} has kind {:?}", row.id, row.kind))
-        })?;
-        let content = content_to_domain(&content_from_json(&row.content.0));
+        let kind = input::CampaignType::parse(&row.kind)
+            .ok_or_else(|| Error::Internal(format!("campaign kind {:?}", row.kind)))?;
+        let content = content_to_domain(&content_from_json(&row.content));
         match kind {
             input::CampaignType::Message => {
                 if row.channels.is_empty() {
@@ -307,7 +320,7 @@ impl CampaignsApi {
                         "a message campaign needs at least one channel before it is scheduled",
                     ));
                 }
-                if row.target_segment_ids.is_empty() {
+                if row.targets.is_empty() {
                     out.push(violation(
                         "target_segment_ids",
                         "a message campaign needs at least one target segment before it is scheduled",
@@ -345,6 +358,33 @@ impl CampaignsApi {
         self.segments.check(bearer, targets, exclusions).await
     }
 
+    /// A live campaign of the caller's workspace, read in its own short transaction.
+    async fn read(&self, c: &Caller, id: Uuid) -> Result<CampaignRow> {
+        let mut tx = self.db.tenant_tx(c.tenant).await?;
+        let row = store::get(&mut tx, c.tenant, id, false)
+            .await?
+            .ok_or_else(not_found)?;
+        tx.commit().await.map_err(cos_db::DbError::from)?;
+        Ok(row)
+    }
+
+    /// A built-in template (`builtin-<key>`) or one of the workspace's own.
+    async fn template(&self, c: &Caller, raw_id: &str) -> Result<pb::CampaignTemplate> {
+        let raw_id = raw_id.trim();
+        if raw_id.starts_with(catalog::BUILTIN_PREFIX) {
+            return catalog::builtin(raw_id)
+                .map(builtin_pb)
+                .ok_or_else(|| ServiceError::not_found("campaign template").into());
+        }
+        let id = parse_uuid("template_id", raw_id)?;
+        let mut tx = self.db.tenant_tx(c.tenant).await?;
+        let row = store::get_template(&mut tx, c.tenant, id)
+            .await?
+            .ok_or_else(|| Error::from(ServiceError::not_found("campaign template")))?;
+        tx.commit().await.map_err(cos_db::DbError::from)?;
+        Ok(template_pb(&row))
+    }
+
     /// Applies a lifecycle action (not schedule) to a campaign under its row lock.
     async fn act(
         &self,
@@ -364,7 +404,7 @@ impl CampaignsApi {
         let from = stored_status(&row)?;
         let to = state::transition(from, action).map_err(illegal)?;
         let change = match action {
-            Action::Unschedule => ScheduleChange::Clear,
+            Action::Unschedule | Action::Cancel => ScheduleChange::Clear,
             _ => ScheduleChange::Keep,
         };
         let row = store::set_status(&mut tx, c.tenant, id, to.as_str(), change).await?;
@@ -416,7 +456,7 @@ fn list_filter(r: &pb::ListCampaignsRequest) -> Result<ListFilter> {
                 )),
             }
         }
-        Some(list)
+        (!list.is_empty()).then_some(list)
     };
     let channel = if r.channel.trim().is_empty() {
         None
@@ -433,12 +473,7 @@ fn list_filter(r: &pb::ListCampaignsRequest) -> Result<ListFilter> {
         }
     };
     let query = r.query.trim();
-    if query.chars().count() > MAX_QUERY {
-        out.push(violation(
-            "query",
-            format!("at most {MAX_QUERY} characters"),
-        ));
-    }
+    out.extend(query_violation(query));
     invalid(out)?;
     let created_after = parse_time("created_after", &r.created_after)?;
     let created_before = parse_time("created_before", &r.created_before)?;
@@ -454,6 +489,21 @@ fn list_filter(r: &pb::ListCampaignsRequest) -> Result<ListFilter> {
         created_before,
         query: (!query.is_empty()).then(|| query.to_owned()),
     })
+}
+
+/// A search text: at most [`MAX_QUERY`] characters, no control characters (NUL cannot even
+/// reach PostgreSQL).
+fn query_violation(query: &str) -> Option<FieldViolation> {
+    if query.chars().count() > MAX_QUERY {
+        Some(violation(
+            "query",
+            format!("at most {MAX_QUERY} characters"),
+        ))
+    } else if query.chars().any(char::is_control) {
+        Some(violation("query", "must not contain control characters"))
+    } else {
+        None
+    }
 }
 
 fn page_size(raw: i32) -> Result<i64> {
@@ -512,11 +562,7 @@ impl CampaignsService for CampaignsGrpc {
     ) -> Result<Response<pb::Campaign>, Status> {
         let c = caller(&req)?;
         let id = parse_uuid("campaign_id", &req.get_ref().campaign_id)?;
-        let mut tx = self.0.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
-        let row = store::get(&mut tx, c.tenant, id, false)
-            .await?
-            .ok_or_else(not_found)?;
-        tx.commit().await.map_err(|e| Error::Db(e.into()))?;
+        let row = self.0.read(&c, id).await?;
         Ok(Response::new(campaign_pb(&row)))
     }
 
@@ -540,7 +586,13 @@ impl CampaignsService for CampaignsGrpc {
             String::new()
         };
         Ok(Response::new(pb::ListCampaignsResponse {
-            campaigns: rows.iter().map(campaign_pb).collect(),
+            campaigns: rows
+                .iter()
+                .map(|r| pb::Campaign {
+                    content: None,
+                    ..campaign_pb(r)
+                })
+                .collect(),
             next_page_token,
         }))
     }
@@ -562,14 +614,7 @@ impl CampaignsService for CampaignsGrpc {
         }
         // Validate against the current row, check segments outside the transaction, then
         // re-read under the lock: the version check makes a concurrent change lose cleanly.
-        let current = {
-            let mut tx = api.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
-            let row = store::get(&mut tx, c.tenant, id, false)
-                .await?
-                .ok_or_else(not_found)?;
-            tx.commit().await.map_err(|e| Error::Db(e.into()))?;
-            row
-        };
+        let current = api.read(&c, id).await?;
         if current.version != r.version {
             return Err(version_conflict(current.version).into());
         }
@@ -613,6 +658,11 @@ impl CampaignsService for CampaignsGrpc {
             d.variants = v.values;
         }
         let fields = api.validate(&d)?;
+        check_may_change(&c, status)?;
+        if status == CampaignStatus::Scheduled {
+            // A scheduled campaign goes out by itself: it must stay sendable.
+            api.check_ready(&fields)?;
+        }
         let new_segments: Vec<Uuid> = fields
             .targets
             .iter()
@@ -652,6 +702,7 @@ impl CampaignsService for CampaignsGrpc {
             .await?
             .ok_or_else(not_found)?;
         let status = stored_status(&row)?;
+        check_may_change(&c, status)?;
         if matches!(status, CampaignStatus::Running | CampaignStatus::Paused) {
             return Err(Error::from(ServiceError::failed_precondition(format!(
                 "a {} campaign cannot be deleted; it must complete first",
@@ -702,7 +753,7 @@ impl CampaignsService for CampaignsGrpc {
         invalid(missing)?;
         let lead = chrono::Duration::from_std(api.config.schedule_min_lead)
             .map_err(|e| Error::Internal(format!("schedule_min_lead: {e}")))?;
-        let resolved =
+        let resolve = || {
             schedule::resolve_any(r.send_at.trim(), r.time_zone.trim(), Utc::now(), lead).map_err(
                 |e| {
                     let field = match e.field() {
@@ -711,17 +762,14 @@ impl CampaignsService for CampaignsGrpc {
                     };
                     Error::from(ServiceError::invalid(field, e.to_string()))
                 },
-            )?;
+            )
+        };
+        // Checked before the (possibly slow) segment checks, and again under the lock: the time
+        // must still be ahead when it is stored.
+        resolve()?;
         // Readiness and segments are checked on the row as stored; the lock below re-checks the
         // version so nothing changes in between unnoticed.
-        let current = {
-            let mut tx = api.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
-            let row = store::get(&mut tx, c.tenant, id, false)
-                .await?
-                .ok_or_else(not_found)?;
-            tx.commit().await.map_err(|e| Error::Db(e.into()))?;
-            row
-        };
+        let current = api.read(&c, id).await?;
         if r.version != 0 && current.version != r.version {
             return Err(version_conflict(current.version).into());
         }
@@ -729,7 +777,7 @@ impl CampaignsService for CampaignsGrpc {
         if from != CampaignStatus::Scheduled {
             state::transition(from, Action::Schedule).map_err(illegal)?;
         }
-        api.check_ready(&current)?;
+        api.check_ready(&api.validate(&Draft::of(&current))?)?;
         api.check_segments(
             &c,
             &current.target_segment_ids,
@@ -743,6 +791,7 @@ impl CampaignsService for CampaignsGrpc {
         if locked.version != current.version {
             return Err(version_conflict(locked.version).into());
         }
+        let resolved = resolve()?;
         let schedule = ScheduleFields {
             send_at: resolved.send_at,
             time_zone: resolved.time_zone.name().to_owned(),
@@ -795,14 +844,7 @@ impl CampaignsService for CampaignsGrpc {
         let api = &self.0;
         let id = parse_uuid("campaign_id", &r.campaign_id)?;
         let contact_id = parse_uuid("contact_id", &r.contact_id)?;
-        let row = {
-            let mut tx = api.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
-            let row = store::get(&mut tx, c.tenant, id, false)
-                .await?
-                .ok_or_else(not_found)?;
-            tx.commit().await.map_err(|e| Error::Db(e.into()))?;
-            row
-        };
+        let row = api.read(&c, id).await?;
         let bearer = c.bearer.as_deref().ok_or_else(|| {
             Error::from(ServiceError::unauthenticated(
                 "a preview reads the contact with your bearer token",
@@ -864,13 +906,7 @@ impl CampaignsService for CampaignsGrpc {
             return Err(Error::from(niche_violation()).into());
         }
         let query = r.query.trim();
-        if query.chars().count() > MAX_QUERY {
-            return Err(Error::from(ServiceError::invalid(
-                "query",
-                format!("at most {MAX_QUERY} characters"),
-            ))
-            .into());
-        }
+        invalid(query_violation(query).into_iter().collect())?;
         let show_restricted = r.include_age_restricted || catalog::is_age_restricted(niche);
         let needle = query.to_lowercase();
         let mut templates: Vec<pb::CampaignTemplate> = catalog::BUILTINS
@@ -882,7 +918,7 @@ impl CampaignsService for CampaignsGrpc {
                     || b.name.to_lowercase().contains(&needle)
                     || b.description.to_lowercase().contains(&needle)
             })
-            .map(builtin_pb)
+            .map(|b| summary(builtin_pb(b)))
             .collect();
         let mut tx = self.0.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
         let own = store::list_templates(
@@ -896,11 +932,20 @@ impl CampaignsService for CampaignsGrpc {
         templates.extend(
             own.iter()
                 .filter(|t| show_restricted || !catalog::is_age_restricted(&t.niche))
-                .map(template_pb),
+                .map(|t| summary(template_pb(t))),
         );
         Ok(Response::new(pb::ListCampaignTemplatesResponse {
             templates,
         }))
+    }
+
+    async fn get_campaign_template(
+        &self,
+        req: Request<pb::GetCampaignTemplateRequest>,
+    ) -> Result<Response<pb::CampaignTemplate>, Status> {
+        let c = caller(&req)?;
+        let template = self.0.template(&c, &req.get_ref().template_id).await?;
+        Ok(Response::new(template))
     }
 
     async fn create_campaign_from_template(
@@ -910,19 +955,7 @@ impl CampaignsService for CampaignsGrpc {
         let c = caller(&req)?;
         let r = req.into_inner();
         let api = &self.0;
-        let template = if r.template_id.trim().starts_with(catalog::BUILTIN_PREFIX) {
-            catalog::builtin(r.template_id.trim())
-                .map(builtin_pb)
-                .ok_or_else(|| Error::from(ServiceError::not_found("campaign template")))?
-        } else {
-            let id = parse_uuid("template_id", &r.template_id)?;
-            let mut tx = api.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
-            let row = store::get_template(&mut tx, c.tenant, id)
-                .await?
-                .ok_or_else(|| Error::from(ServiceError::not_found("campaign template")))?;
-            tx.commit().await.map_err(|e| Error::Db(e.into()))?;
-            template_pb(&row)
-        };
+        let template = api.template(&c, &r.template_id).await?;
         let fields = api.validate(&Draft {
             name: r.name.unwrap_or(template.name),
             description: template.description,
@@ -1041,14 +1074,7 @@ impl CampaignsService for CampaignsGrpc {
         let r = req.into_inner();
         let api = &self.0;
         let id = parse_uuid("campaign_id", &r.campaign_id)?;
-        let source = {
-            let mut tx = api.db.tenant_tx(c.tenant).await.map_err(Error::from)?;
-            let row = store::get(&mut tx, c.tenant, id, false)
-                .await?
-                .ok_or_else(not_found)?;
-            tx.commit().await.map_err(|e| Error::Db(e.into()))?;
-            row
-        };
+        let source = api.read(&c, id).await?;
         let mut d = Draft::of(&source);
         d.name = match r.name {
             Some(n) => n,
@@ -1144,6 +1170,11 @@ fn builtin_pb(b: &catalog::Builtin) -> pb::CampaignTemplate {
         variants: vec![],
         created_at: None,
     }
+}
+
+/// A list item: everything but the content.
+fn summary(t: pb::CampaignTemplate) -> pb::CampaignTemplate {
+    pb::CampaignTemplate { content: None, ..t }
 }
 
 fn template_pb(t: &store::TemplateRow) -> pb::CampaignTemplate {

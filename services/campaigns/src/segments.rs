@@ -76,13 +76,10 @@ impl Segments {
                 format!("no contact {id} in this workspace"),
             )
             .into()),
-            Err(s) if s.code() == tonic::Code::PermissionDenied => {
-                Err(ServiceError::permission_denied(
-                    "previewing for a contact needs permission contacts.read",
-                )
-                .into())
-            }
-            Err(s) => Err(unavailable(&s)),
+            Err(s) => Err(refused(
+                &s,
+                "previewing for a contact needs permission contacts.read",
+            )),
         }
     }
 
@@ -99,10 +96,10 @@ impl Segments {
             Err(s) if s.code() == tonic::Code::NotFound => {
                 Ok(Some(format!("no segment {id} in this workspace")))
             }
-            Err(s) if s.code() == tonic::Code::PermissionDenied => Ok(Some(
-                "your credentials cannot read segments (permission segments.read)".to_owned(),
+            Err(s) => Err(refused(
+                &s,
+                "naming segments needs permission segments.read",
             )),
-            Err(s) => Err(unavailable(&s)),
         }
     }
 }
@@ -111,6 +108,18 @@ fn bearer_value(bearer: &str) -> Result<tonic::metadata::MetadataValue<tonic::me
     format!("Bearer {bearer}")
         .parse()
         .map_err(|_| ServiceError::unauthenticated("malformed bearer token").into())
+}
+
+/// Segmentation said no, or could not answer: the caller's own permission and token problems
+/// pass through as such; anything else is "unavailable".
+fn refused(s: &tonic::Status, permission_message: &str) -> Error {
+    match s.code() {
+        tonic::Code::PermissionDenied => ServiceError::permission_denied(permission_message).into(),
+        tonic::Code::Unauthenticated => {
+            ServiceError::unauthenticated("the access token was not accepted").into()
+        }
+        _ => unavailable(s),
+    }
 }
 
 fn unavailable(s: &tonic::Status) -> Error {

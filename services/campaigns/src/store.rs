@@ -68,6 +68,25 @@ pub struct ScheduleFields {
     pub ambiguous: bool,
 }
 
+type CampaignQuery<'q> =
+    sqlx::query::QueryAs<'q, sqlx::Postgres, CampaignRow, sqlx::postgres::PgArguments>;
+
+/// Binds the editable fields as parameters $3..$14, in the order of [`Fields`].
+fn bind_fields<'q>(q: CampaignQuery<'q>, f: &'q Fields) -> CampaignQuery<'q> {
+    q.bind(&f.name)
+        .bind(&f.description)
+        .bind(&f.goal)
+        .bind(&f.kind)
+        .bind(&f.channels)
+        .bind(&f.platforms)
+        .bind(&f.targets)
+        .bind(&f.exclusions)
+        .bind(Json(&f.content))
+        .bind(f.budget.as_ref().map(|b| b.0))
+        .bind(f.budget.as_ref().map(|b| b.1.as_str()))
+        .bind(Json(&f.variants))
+}
+
 pub async fn insert(
     conn: &mut PgConnection,
     tenant: Uuid,
@@ -76,7 +95,7 @@ pub async fn insert(
     duplicated_from: Option<Uuid>,
     f: &Fields,
 ) -> Result<CampaignRow> {
-    let row = sqlx::query_as::<_, CampaignRow>(sqlx::AssertSqlSafe(format!(
+    let query = sqlx::query_as::<_, CampaignRow>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO campaigns.campaigns (tenant_id, id, name, description, goal, kind, channels,
              platforms, target_segment_ids, exclusion_segment_ids, content, budget_amount_minor,
              budget_currency, variants, owner_user_id, duplicated_from)
@@ -84,23 +103,12 @@ pub async fn insert(
          RETURNING {COLUMNS}"
     )))
     .bind(tenant)
-    .bind(id)
-    .bind(&f.name)
-    .bind(&f.description)
-    .bind(&f.goal)
-    .bind(&f.kind)
-    .bind(&f.channels)
-    .bind(&f.platforms)
-    .bind(&f.targets)
-    .bind(&f.exclusions)
-    .bind(Json(&f.content))
-    .bind(f.budget.as_ref().map(|b| b.0))
-    .bind(f.budget.as_ref().map(|b| b.1.as_str()))
-    .bind(Json(&f.variants))
-    .bind(owner)
-    .bind(duplicated_from)
-    .fetch_one(conn)
-    .await?;
+    .bind(id);
+    let row = bind_fields(query, f)
+        .bind(owner)
+        .bind(duplicated_from)
+        .fetch_one(conn)
+        .await?;
     Ok(row)
 }
 
@@ -195,7 +203,7 @@ pub async fn update(
     id: Uuid,
     f: &Fields,
 ) -> Result<CampaignRow> {
-    let row = sqlx::query_as::<_, CampaignRow>(sqlx::AssertSqlSafe(format!(
+    let query = sqlx::query_as::<_, CampaignRow>(sqlx::AssertSqlSafe(format!(
         "UPDATE campaigns.campaigns SET name = $3, description = $4, goal = $5, kind = $6,
              channels = $7, platforms = $8, target_segment_ids = $9, exclusion_segment_ids = $10,
              content = $11, budget_amount_minor = $12, budget_currency = $13, variants = $14,
@@ -204,21 +212,8 @@ pub async fn update(
          RETURNING {COLUMNS}"
     )))
     .bind(tenant)
-    .bind(id)
-    .bind(&f.name)
-    .bind(&f.description)
-    .bind(&f.goal)
-    .bind(&f.kind)
-    .bind(&f.channels)
-    .bind(&f.platforms)
-    .bind(&f.targets)
-    .bind(&f.exclusions)
-    .bind(Json(&f.content))
-    .bind(f.budget.as_ref().map(|b| b.0))
-    .bind(f.budget.as_ref().map(|b| b.1.as_str()))
-    .bind(Json(&f.variants))
-    .fetch_one(conn)
-    .await?;
+    .bind(id);
+    let row = bind_fields(query, f).fetch_one(conn).await?;
     Ok(row)
 }
 
@@ -353,7 +348,13 @@ pub async fn insert_template(
     Ok(inserted)
 }
 
+/// The workspace's template count, serialised per workspace until the transaction ends (so
+/// two concurrent saves cannot both pass the cap).
 pub async fn count_templates(conn: &mut PgConnection, tenant: Uuid) -> Result<i64> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('campaigns.campaign_templates:' || $1::text, 0))")
+        .bind(tenant)
+        .execute(&mut *conn)
+        .await?;
     Ok(
         sqlx::query_scalar(
             "SELECT count(*) FROM campaigns.campaign_templates WHERE tenant_id = $1",

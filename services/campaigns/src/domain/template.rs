@@ -378,6 +378,13 @@ impl Renderer {
 
     /// Size check, compile, then a dry run for render-time-only name errors.
     fn validate_field(&self, f: &TemplateField<'_>, context: &Value) -> Option<FieldViolation> {
+        // PostgreSQL text and jsonb cannot hold U+0000.
+        if f.source.contains('\0') {
+            return Some(FieldViolation::new(
+                f.field,
+                "must not contain NUL (U+0000) characters",
+            ));
+        }
         let size = f.unit.measure(f.source);
         if size > f.max {
             return Some(FieldViolation::new(
@@ -507,6 +514,20 @@ fn describe(err: &minijinja::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nul_characters_are_refused_with_the_field() {
+        let r = super::Renderer::new(super::Limits::default());
+        let content = super::Content {
+            sms: Some(super::SmsContent {
+                text: "a\0b".into(),
+            }),
+            ..Default::default()
+        };
+        let v = r.validate(&content);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].field, "content.sms.text");
+    }
+
     use super::*;
     use serde_json::json;
 
