@@ -45,10 +45,7 @@ pub async fn emit(
         previous_status: change.previous_status.unwrap_or_default().to_owned(),
         version: change.version,
         actor_user_id: change.actor.to_string(),
-        send_at: change.send_at.map(|t| prost_types::Timestamp {
-            seconds: t.timestamp(),
-            nanos: t.timestamp_subsec_nanos() as i32,
-        }),
+        send_at: change.send_at.map(crate::convert::ts),
     };
     cos_events::enqueue_many(conn, SCHEMA, SOURCE, event_type, Some(tenant), &[payload]).await?;
     Ok(())
