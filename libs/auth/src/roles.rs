@@ -70,6 +70,8 @@ const MATRIX: &[(Permission, Role, bool)] = &[
     ("campaigns.read", Role::Viewer, true),
     ("campaigns.write", Role::Editor, true),
     ("campaigns.launch", Role::Editor, true),
+    ("channels.read", Role::Viewer, true),
+    ("channels.write", Role::Admin, false),
     ("analytics.read", Role::Viewer, true),
     ("analytics.ingest", Role::Editor, true),
     ("plan.read", Role::Viewer, true),

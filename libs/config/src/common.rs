@@ -39,6 +39,8 @@ pub struct DatabaseSettings {
 pub struct AmqpSettings {
     pub url: String,
     pub exchange: String,
+    /// The durable work queue of delivery batches (campaigns publishes, publishing consumes).
+    pub delivery_queue: String,
 }
 
 #[derive(Clone)]
@@ -109,7 +111,17 @@ impl CommonConfig {
                 "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
             ),
             exchange: r.get("amqp.exchange", "cos.events".to_owned()),
+            delivery_queue: r.get("amqp.delivery_queue", "publishing.deliveries".to_owned()),
         };
+        if amqp.delivery_queue.is_empty()
+            || amqp.delivery_queue.len() > 200
+            || amqp.delivery_queue.starts_with("amq.")
+        {
+            r.invalid(
+                "amqp.delivery_queue",
+                "must be 1 to 200 characters and not start with amq.",
+            );
+        }
         let redis = RedisSettings {
             url: r.get("redis.url", "redis://127.0.0.1:6379".to_owned()),
             key_prefix: r.get("redis.key_prefix", "cos:".to_owned()),
@@ -214,6 +226,7 @@ impl std::fmt::Debug for AmqpSettings {
         f.debug_struct("AmqpSettings")
             .field("url", &"[REDACTED]")
             .field("exchange", &self.exchange)
+            .field("delivery_queue", &self.delivery_queue)
             .finish()
     }
 }

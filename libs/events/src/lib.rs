@@ -23,6 +23,7 @@ mod outbox;
 mod relay;
 mod schema;
 mod trace;
+mod work_queue;
 
 pub use consumer::{
     ATTEMPT_HEADER, CONSUMER_HEADER, Consumer, ConsumerConfig, ERROR_HEADER, EventHandler,
@@ -35,6 +36,7 @@ pub use outbox::{NOTIFY_CHANNEL, NewEvent, enqueue, enqueue_many, enqueue_with_t
 pub use relay::{DEFAULT_EXCHANGE, OutboxRelay, RelayConfig};
 pub use schema::{ensure_tables, tables_ddl};
 pub use trace::{current_traceparent, parent_context};
+pub use work_queue::{WorkQueuePublisher, connect_work_queue, declare_work_queue};
 
 /// AMQP content type of every envelope published by this crate.
 pub const CONTENT_TYPE: &str = "application/x-protobuf";

@@ -3,7 +3,9 @@
 //! TCP proxy that can take a dependency "down" to test outages.
 
 mod proxy;
+pub mod smtp;
 pub mod stripe;
+pub mod webhook;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

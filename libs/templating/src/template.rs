@@ -53,7 +53,7 @@ use minijinja::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::domain::FieldViolation;
+use crate::FieldViolation;
 
 /// Instructions a single template render may execute (minijinja fuel).
 pub const RENDER_FUEL: u64 = 50_000;
@@ -89,7 +89,7 @@ pub struct WebhookContent {
 }
 
 /// All channel content of a campaign. Which channels are required is checked
-/// by [`crate::domain::input::validate_channels`], not here.
+/// by the campaigns service (`validate_channels`), not here.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Content {
     /// Email content, if any.
