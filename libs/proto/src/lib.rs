@@ -39,6 +39,12 @@ pub mod campaigns {
     }
 }
 
+pub mod publishing {
+    pub mod v1 {
+        tonic::include_proto!("campaignos.publishing.v1");
+    }
+}
+
 /// Serialized `FileDescriptorSet` of every compiled proto (with imports).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("campaignos_descriptor");
 

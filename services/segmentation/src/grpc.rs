@@ -47,6 +47,16 @@ struct Caller {
     request_id: String,
 }
 
+/// The tenant of an internal call: only a service credential (signed for that tenant) is
+/// accepted, never a user's token.
+fn service_tenant<T>(req: &Request<T>) -> Result<Uuid> {
+    cos_auth::service_principal_of(req)
+        .map(|sp| sp.tenant_id)
+        .ok_or_else(|| {
+            ServiceError::permission_denied("only other services of the mesh may call this").into()
+        })
+}
+
 fn caller<T>(req: &Request<T>) -> Result<Caller> {
     let p = principal_of(req)?;
     Ok(Caller {
@@ -1177,7 +1187,106 @@ impl SegmentationService for SegmentationGrpc {
         req: Request<pb::StreamMembersRequest>,
     ) -> Result<Response<Self::StreamMembersStream>, Status> {
         let c = caller(&req)?;
+        self.members_stream(c.tenant, req.into_inner()).await
+    }
+
+    type StreamAudienceStream = Stream_<pb::MemberBatch>;
+
+    async fn stream_audience(
+        &self,
+        req: Request<pb::StreamMembersRequest>,
+    ) -> Result<Response<Self::StreamAudienceStream>, Status> {
+        let tenant = service_tenant(&req)?;
+        self.members_stream(tenant, req.into_inner()).await
+    }
+
+    async fn record_unsubscribe(
+        &self,
+        req: Request<pb::RecordUnsubscribeRequest>,
+    ) -> Result<Response<pb::RecordUnsubscribeResponse>, Status> {
+        let tenant = service_tenant(&req)?;
         let r = req.into_inner();
+        let id = parse_uuid("contact_id", &r.contact_id)?;
+        let channel = Channel::parse(r.channel.trim()).ok_or_else(|| {
+            Error::from(ServiceError::invalid(
+                "channel",
+                "must be email, sms or push",
+            ))
+        })?;
+        let source = match r.source.trim() {
+            "" => "unsubscribe_link".to_owned(),
+            s if s.chars().count() <= crate::domain::contact::MAX_CONSENT_SOURCE_CHARS => {
+                s.to_owned()
+            }
+            _ => {
+                return Err(Error::from(ServiceError::invalid(
+                    "source",
+                    "must be at most 100 characters",
+                ))
+                .into());
+            }
+        };
+        let patch = Patch {
+            consent: vec![ConsentInput {
+                channel,
+                state: ConsentState::Unsubscribed,
+                source,
+                at: None,
+            }],
+            ..Patch::default()
+        };
+        // No plan gate: an existing contact only changes consent, and an unsubscribe must work
+        // whatever state billing (or the plan) is in.
+        let mut tx = self.0.db.tenant_tx(tenant).await.map_err(Error::from)?;
+        let catalog = store::attributes::catalog(&mut tx, tenant).await?;
+        let mut out = ops::write_batch(
+            &mut tx,
+            tenant,
+            &catalog,
+            vec![Item {
+                line: 0,
+                patch,
+                target: Target::Existing(id, None),
+            }],
+            &ops::Options {
+                skip_existing: false,
+                contact_limit: None,
+            },
+            Utc::now(),
+        )
+        .await?;
+        tx.commit().await.map_err(Error::from)?;
+        let changed = match out.pop().unwrap_or(Outcome::NotFound) {
+            Outcome::Updated(_) => true,
+            Outcome::Unchanged(_) => false,
+            Outcome::NotFound => return Err(not_found("contact").into()),
+            Outcome::Created(_)
+            | Outcome::Rejected(_)
+            | Outcome::VersionConflict(_)
+            | Outcome::OverLimit(..) => {
+                return Err(
+                    Error::Internal("unexpected outcome of a consent change".into()).into(),
+                );
+            }
+        };
+        Ok(Response::new(pb::RecordUnsubscribeResponse { changed }))
+    }
+}
+
+impl SegmentationGrpc {
+    /// Every member of a segment of `tenant` as a stream (StreamMembers for users, StreamAudience
+    /// for campaigns' fan-out with a service credential).
+    async fn members_stream(
+        &self,
+        tenant: Uuid,
+        r: pb::StreamMembersRequest,
+    ) -> Result<Response<Stream_<pb::MemberBatch>>, Status> {
+        let c = Caller {
+            tenant,
+            user: Uuid::nil(),
+            bearer: None,
+            request_id: String::new(),
+        };
         let id = parse_uuid("segment_id", &r.segment_id)?;
         let batch = match r.batch_size {
             0 => 1000,

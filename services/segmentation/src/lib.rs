@@ -46,6 +46,7 @@ pub async fn migrate(conn: &mut sqlx::PgConnection, app_role: &str) -> anyhow::R
 pub struct Segmentation {
     api: Arc<grpc::SegmentationApi>,
     verifier: TokenVerifier,
+    service_credential: Option<cos_auth::ServiceCredential>,
 }
 
 impl Segmentation {
@@ -63,7 +64,18 @@ impl Segmentation {
                 plan: plan::Plan::new(entitlements),
             }),
             verifier,
+            service_credential: None,
         })
+    }
+
+    /// Accepts the mesh's service credential on internal RPCs (campaigns' audience stream,
+    /// publishing's unsubscribe).
+    pub fn with_service_credential(
+        mut self,
+        credential: Option<cos_auth::ServiceCredential>,
+    ) -> Self {
+        self.service_credential = credential;
+        self
     }
 
     /// Serves gRPC (segmentation, health, reflection) and runs the background workers until
@@ -94,7 +106,10 @@ impl Segmentation {
             .max_encoding_message_size(max_message);
         let served = tonic::transport::Server::builder()
             .layer(cos_telemetry::GrpcServerTelemetryLayer::new("segmentation"))
-            .layer(AuthLayer::new(self.verifier.clone(), policies))
+            .layer(
+                AuthLayer::new(self.verifier.clone(), policies)
+                    .with_service_credential(self.service_credential.clone()),
+            )
             .add_service(health_service)
             .add_service(reflection)
             .add_service(service)
