@@ -11,6 +11,7 @@ use cos_config::{CommonConfig, ConfigError, Environment, Source};
 use cos_crypto::KeyRing;
 use cos_gateway::GatewayConfig;
 use cos_identity::IdentityConfig;
+use cos_publishing::PublishingConfig;
 use cos_segmentation::SegmentationConfig;
 use sqlx::Connection;
 
@@ -24,6 +25,7 @@ pub struct Settings {
     pub billing: BillingConfig,
     pub segmentation: SegmentationConfig,
     pub campaigns: CampaignsConfig,
+    pub publishing: PublishingConfig,
     pub gateway: GatewayConfig,
 }
 
@@ -35,6 +37,7 @@ impl Settings {
         let billing = BillingConfig::read(&mut r);
         let segmentation = SegmentationConfig::read(&mut r);
         let campaigns = CampaignsConfig::read(&mut r);
+        let publishing = PublishingConfig::read(&mut r);
         let gateway = GatewayConfig::read(&mut r);
         r.finish()?;
         Ok(Self {
@@ -43,6 +46,7 @@ impl Settings {
             billing,
             segmentation,
             campaigns,
+            publishing,
             gateway,
         })
     }
@@ -66,6 +70,7 @@ pub fn migrators() -> Vec<(&'static str, &'static sqlx::migrate::Migrator)> {
         (cos_billing::SCHEMA, &cos_billing::MIGRATOR),
         (cos_segmentation::SCHEMA, &cos_segmentation::MIGRATOR),
         (cos_campaigns::SCHEMA, &cos_campaigns::MIGRATOR),
+        (cos_publishing::SCHEMA, &cos_publishing::MIGRATOR),
     ]
 }
 
@@ -93,6 +98,7 @@ pub async fn migrate(database_url: &str, app_role: &str) -> anyhow::Result<()> {
     cos_billing::migrate(&mut conn, app_role).await?;
     cos_segmentation::migrate(&mut conn, app_role).await?;
     cos_campaigns::migrate(&mut conn, app_role).await?;
+    cos_publishing::migrate(&mut conn, app_role).await?;
     conn.close().await?;
     Ok(())
 }
@@ -106,10 +112,12 @@ pub async fn reencrypt_secrets(
     let db = cos_db::Db::connect(&settings.pool_settings(Some(2))).await?;
     let signing = cos_identity::keys::reencrypt_all(&db, keyring).await?;
     let billing = cos_billing::reencrypt_secrets(&db, keyring).await?;
+    let publishing = cos_publishing::reencrypt_secrets(&db, keyring).await?;
     db.pool().close().await;
     Ok(vec![
         ("identity.signing_keys", signing),
         ("billing.integration_configs", billing),
+        ("publishing.channel_connections", publishing),
     ])
 }
 

@@ -69,6 +69,7 @@ enum Service {
     Billing,
     Segmentation,
     Campaigns,
+    Publishing,
     Gateway,
 }
 
@@ -206,6 +207,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 Service::Billing => "billing",
                 Service::Segmentation => "segmentation",
                 Service::Campaigns => "campaigns",
+                Service::Publishing => "publishing",
                 Service::Gateway => "gateway",
             };
             let mut guard = telemetry(&settings, name)?;
@@ -291,6 +293,7 @@ async fn up(settings: Settings, dev_keyring: &std::path::Path) -> anyhow::Result
     println!("  Billing:  grpc://{}", mesh.billing_addr);
     println!("  Segmentation: grpc://{}", mesh.segmentation_addr);
     println!("  Campaigns: grpc://{}", mesh.campaigns_addr);
+    println!("  Publishing: grpc://{}", mesh.publishing_addr);
     if let (Some(g), Some(i)) = (mesh.gateway_admin_addr, mesh.identity_admin_addr) {
         println!("  Admin:    http://{g}/metrics  http://{i}/readyz");
     }
@@ -376,6 +379,21 @@ async fn serve(service: Service, settings: Settings) -> anyhow::Result<()> {
             let admin = tokio::net::TcpListener::bind(settings.campaigns.admin_addr).await?;
             campaign_os::mesh::start_campaigns(
                 &settings,
+                listener,
+                Some(admin),
+                &shutdown,
+                &mut tasks,
+            )
+            .await?;
+        }
+        Service::Publishing => {
+            let keyring =
+                campaign_os::load_keyring(&settings.common, Some(Path::new(DEV_KEYRING)))?;
+            let listener = tokio::net::TcpListener::bind(settings.publishing.grpc_addr).await?;
+            let admin = tokio::net::TcpListener::bind(settings.publishing.admin_addr).await?;
+            campaign_os::mesh::start_publishing(
+                &settings,
+                &keyring,
                 listener,
                 Some(admin),
                 &shutdown,

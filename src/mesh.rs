@@ -31,6 +31,8 @@ pub struct MeshListeners {
     pub billing_admin: Option<TcpListener>,
     pub campaigns: TcpListener,
     pub campaigns_admin: Option<TcpListener>,
+    pub publishing: TcpListener,
+    pub publishing_admin: Option<TcpListener>,
 }
 
 impl MeshListeners {
@@ -102,6 +104,18 @@ impl MeshListeners {
                 )
                 .await?,
             ),
+            publishing: bind(
+                settings.publishing.grpc_addr,
+                "publishing gRPC, COS_PUBLISHING__GRPC_ADDR",
+            )
+            .await?,
+            publishing_admin: Some(
+                bind(
+                    settings.publishing.admin_addr,
+                    "publishing admin, COS_PUBLISHING__ADMIN_ADDR",
+                )
+                .await?,
+            ),
         })
     }
 
@@ -119,6 +133,8 @@ impl MeshListeners {
             billing_admin: Some(any().await?),
             campaigns: any().await?,
             campaigns_admin: Some(any().await?),
+            publishing: any().await?,
+            publishing_admin: Some(any().await?),
         })
     }
 }
@@ -326,7 +342,11 @@ pub async fn start_segmentation(
     )?);
     let service =
         cos_segmentation::Segmentation::build(db.clone(), cfg, jwks.verifier(), entitlements)
-            .await?;
+            .await?
+            .with_service_credential(cos_billing::service_credential(
+                &settings.common,
+                "segmentation",
+            )?);
     let names = TaskNames {
         grpc: "segmentation",
         admin: "segmentation-admin",
@@ -355,7 +375,28 @@ pub async fn start_campaigns(
 ) -> anyhow::Result<()> {
     let cfg = &settings.campaigns;
     let (db, jwks) = connect(settings, &cfg.identity_url).await?;
-    let service = cos_campaigns::Campaigns::build(db.clone(), cfg, jwks.verifier()).await?;
+    let credential = cos_billing::service_credential(&settings.common, "campaigns")?;
+    let entitlements = if cfg.billing_url.is_empty() {
+        None
+    } else {
+        Some(
+            cos_entitlements::EntitlementClient::new(
+                &cfg.billing_url,
+                &settings.common.redis.url,
+                &settings.common.redis.key_prefix,
+                Duration::from_secs(30),
+            )?
+            .with_service_credential(credential.clone()),
+        )
+    };
+    let deps = cos_campaigns::LaunchDeps {
+        credential,
+        entitlements,
+        amqp_url: settings.common.amqp.url.clone(),
+        delivery_queue: settings.common.amqp.delivery_queue.clone(),
+        run_workers: true,
+    };
+    let service = cos_campaigns::Campaigns::build(db.clone(), cfg, jwks.verifier(), deps).await?;
     let names = TaskNames {
         grpc: "campaigns",
         admin: "campaigns-admin",
@@ -366,6 +407,46 @@ pub async fn start_campaigns(
         names,
         settings,
         cos_campaigns::SCHEMA,
+        &db,
+        &jwks,
+        admin,
+        shutdown,
+        |token| service.serve(listener, token),
+    )
+}
+
+/// Starts publishing (gRPC server, delivery workers, maintenance loop, outbox relay, JWKS
+/// refresher, admin endpoint) on `tasks`.
+pub async fn start_publishing(
+    settings: &Settings,
+    keyring: &KeyRing,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: &CancellationToken,
+    tasks: &mut Tasks,
+) -> anyhow::Result<()> {
+    let cfg = &settings.publishing;
+    let (db, jwks) = connect(settings, &cfg.identity_url).await?;
+    let service = cos_publishing::Publishing::build(
+        db.clone(),
+        cfg,
+        jwks.verifier(),
+        keyring.clone(),
+        settings.common.auth.service_secret.as_deref(),
+        &settings.common.amqp.url,
+        &settings.common.amqp.delivery_queue,
+    )
+    .await?;
+    let names = TaskNames {
+        grpc: "publishing",
+        admin: "publishing-admin",
+        relay: "publishing-outbox-relay",
+    };
+    spawn_service(
+        tasks,
+        names,
+        settings,
+        cos_publishing::SCHEMA,
         &db,
         &jwks,
         admin,
@@ -419,6 +500,7 @@ pub struct Mesh {
     pub segmentation_addr: SocketAddr,
     pub billing_addr: SocketAddr,
     pub campaigns_addr: SocketAddr,
+    pub publishing_addr: SocketAddr,
     pub gateway_admin_addr: Option<SocketAddr>,
     pub identity_admin_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
@@ -447,6 +529,7 @@ impl Mesh {
         let segmentation_addr = listeners.segmentation.local_addr()?;
         let billing_addr = listeners.billing.local_addr()?;
         let campaigns_addr = listeners.campaigns.local_addr()?;
+        let publishing_addr = listeners.publishing.local_addr()?;
         let identity_admin_addr = listeners
             .identity_admin
             .as_ref()
@@ -483,6 +566,18 @@ impl Mesh {
         settings.segmentation.identity_url = url(identity_addr);
         settings.campaigns.identity_url = url(identity_addr);
         settings.campaigns.segmentation_url = url(segmentation_addr);
+        settings.campaigns.billing_url = url(billing_addr);
+        settings.campaigns.publishing_url = url(publishing_addr);
+        settings.publishing.identity_url = url(identity_addr);
+        settings.publishing.segmentation_url = url(segmentation_addr);
+        // Unsubscribe links point at this gateway unless a public URL was configured.
+        if settings.publishing.public_url == cos_publishing::config::DEFAULT_PUBLIC_URL {
+            settings.publishing.public_url = url(gateway_addr);
+        }
+        settings.gateway.upstreams.insert(
+            cos_publishing::GRPC_SERVICE.to_owned(),
+            url(publishing_addr),
+        );
         settings.segmentation.billing_url = url(billing_addr);
         settings.identity.billing_url = Some(url(billing_addr));
         settings.billing.identity_url = url(identity_addr);
@@ -511,6 +606,15 @@ impl Mesh {
                 &settings,
                 listeners.segmentation,
                 listeners.segmentation_admin,
+                &shutdown,
+                &mut tasks,
+            )
+            .await?;
+            start_publishing(
+                &settings,
+                &keyring,
+                listeners.publishing,
+                listeners.publishing_admin,
                 &shutdown,
                 &mut tasks,
             )
@@ -544,6 +648,7 @@ impl Mesh {
             segmentation_addr,
             billing_addr,
             campaigns_addr,
+            publishing_addr,
             gateway_admin_addr,
             identity_admin_addr,
             shutdown,

@@ -27,6 +27,17 @@ async fn reencrypting_moves_every_secret_to_the_new_key() {
         )
         .await;
     assert_eq!(s, 200, "{b}");
+    // A tenant secret in publishing: an SMTP connection's password.
+    let (s, conn) = t
+        .post(
+            "/v1/channel-connections",
+            Some(&access_token(&before)),
+            serde_json::json!({"name": "Relay", "kind": "smtp",
+                "smtp": {"host": "smtp.example.com", "from": "news@example.com",
+                         "username": "u", "password": "smtp-password-rotation"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{conn}");
     let old_ring = t.keyring.clone();
     let mut t = t;
     t.mesh.take().expect("running mesh").stop().await.unwrap();
@@ -42,7 +53,8 @@ async fn reencrypting_moves_every_secret_to_the_new_key() {
         changed,
         vec![
             ("identity.signing_keys", 1),
-            ("billing.integration_configs", 1)
+            ("billing.integration_configs", 1),
+            ("publishing.channel_connections", 1)
         ]
     );
     // Idempotent.
@@ -53,7 +65,8 @@ async fn reencrypting_moves_every_secret_to_the_new_key() {
         again,
         vec![
             ("identity.signing_keys", 0),
-            ("billing.integration_configs", 0)
+            ("billing.integration_configs", 0),
+            ("publishing.channel_connections", 0)
         ]
     );
 
@@ -102,6 +115,17 @@ async fn reencrypting_moves_every_secret_to_the_new_key() {
             .map(|s| s.expose_secret().to_owned()),
         Some("sk_test_rotation0000000000abcd".to_owned())
     );
+    // The SMTP password too.
+    let (tenant, id, blob): (uuid::Uuid, uuid::Uuid, Vec<u8>) =
+        sqlx::query_as("SELECT tenant_id, id, secret FROM publishing.channel_connections")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(KeyRing::ciphertext_kid(&blob).unwrap(), "k2");
+    let password = only_new_copy
+        .decrypt(&blob, &cos_publishing::jobs::secret_aad(tenant, id))
+        .expect("decrypts with k2 alone");
+    assert_eq!(password, b"smtp-password-rotation");
     db.pool().close().await;
     mesh.stop().await.unwrap();
 

@@ -59,6 +59,13 @@ impl GatewayConfig {
             "campaignos.campaigns.v1.CampaignsService".to_owned(),
             r.get("gateway.campaigns_url", "http://127.0.0.1:50054".to_owned()),
         );
+        upstreams.insert(
+            "campaignos.publishing.v1.PublishingService".to_owned(),
+            r.get(
+                "gateway.publishing_url",
+                "http://127.0.0.1:50055".to_owned(),
+            ),
+        );
         let cfg = Self {
             http_addr: r.get(
                 "gateway.http_addr",

@@ -10,6 +10,7 @@ pub mod openapi;
 mod ratelimit;
 pub mod routes;
 mod transcode;
+mod unsubscribe;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -176,6 +177,10 @@ impl Gateway {
         let cors = cors_layer(&self.state.config.cors_origins);
         axum::Router::new()
             .route("/openapi.json", axum::routing::get(serve_openapi))
+            .route(
+                "/u/{token}",
+                axum::routing::get(unsubscribe::handle).post(unsubscribe::handle),
+            )
             .fallback(handle)
             .layer(cors)
             .with_state(self.state.clone())
@@ -276,7 +281,7 @@ fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
 }
 
-fn client_ip(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+pub(crate) fn client_ip(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
     // Behind a trusted proxy the client is the hop that proxy appended: the last one. Earlier
     // hops come from the client and can be forged.
     if state.config.trust_forwarded_for
@@ -431,7 +436,7 @@ fn rate_limited(scope: &str, limit: u32, retry_after_secs: u64) -> Failure {
         .into()
 }
 
-async fn enforce(state: &AppState, limits: &[Limit]) -> Result<(), Failure> {
+pub(crate) async fn enforce(state: &AppState, limits: &[Limit]) -> Result<(), Failure> {
     match state.limiter.check(limits).await {
         Verdict::Allowed => Ok(()),
         Verdict::Limited {
@@ -442,7 +447,7 @@ async fn enforce(state: &AppState, limits: &[Limit]) -> Result<(), Failure> {
     }
 }
 
-fn ip_limit(state: &AppState, ip: IpAddr) -> Limit {
+pub(crate) fn ip_limit(state: &AppState, ip: IpAddr) -> Limit {
     Limit {
         scope: "ip",
         key: rate_key(ip),

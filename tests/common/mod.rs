@@ -35,9 +35,19 @@ pub fn test_settings(db: &TestDatabase, amqp: &TestAmqp, extra: &[(&str, &str)])
     let mut vars: Vec<(String, String)> = vec![
         ("COS_ENV".into(), "test".into()),
         ("COS_DATABASE__URL".into(), db.url.clone()),
-        ("COS_DATABASE__MAX_CONNECTIONS".into(), "8".into()),
+        ("COS_DATABASE__MAX_CONNECTIONS".into(), "5".into()),
         ("COS_AMQP__URL".into(), amqp.url.clone()),
         ("COS_AMQP__EXCHANGE".into(), amqp.exchange.clone()),
+        ("COS_AMQP__DELIVERY_QUEUE".into(), amqp.queue("deliveries")),
+        // Local test servers (webhook receivers) listen on 127.0.0.1; retries come fast.
+        (
+            "COS_PUBLISHING__ALLOW_PRIVATE_WEBHOOK_TARGETS".into(),
+            "true".into(),
+        ),
+        ("COS_PUBLISHING__RETRY_BASE_MS".into(), "50".into()),
+        ("COS_PUBLISHING__RETRY_CAP_SECS".into(), "1".into()),
+        ("COS_CAMPAIGNS__RUNNER_INTERVAL_MS".into(), "200".into()),
+        ("COS_PUBLISHING__SEND_CONCURRENCY".into(), "4".into()),
         ("COS_REDIS__URL".into(), cos_testkit::redis_url()),
         ("COS_REDIS__KEY_PREFIX".into(), prefix),
         (

@@ -33,6 +33,16 @@ pub fn render_contact(c: &cos_proto::segmentation::v1::Contact) -> template::Ren
     }
 }
 
+/// A Struct as a JSON object.
+pub fn struct_to_json(s: &prost_types::Struct) -> Value {
+    Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), proto_value_to_json(v)))
+            .collect(),
+    )
+}
+
 fn proto_value_to_json(v: &prost_types::Value) -> Value {
     use prost_types::value::Kind;
     match &v.kind {

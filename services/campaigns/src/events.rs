@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `campaigns.campaign.created` (also for duplicates and drafts from templates) / `.updated` / `.deleted` | `CampaignChanged` |
 //! | `campaigns.campaign.scheduled` / `.unscheduled` / `.cancelled` / `.archived` | `CampaignChanged` (with `previous_status`) |
+//! | `campaigns.campaign.launched` / `.paused` / `.resumed` / `.completed` / `.launch_failed` | `CampaignChanged` (with `previous_status`) |
 
 use chrono::{DateTime, Utc};
 use cos_proto::campaigns::v1 as pb;
@@ -21,6 +22,12 @@ pub const SCHEDULED: &str = "campaigns.campaign.scheduled";
 pub const UNSCHEDULED: &str = "campaigns.campaign.unscheduled";
 pub const CANCELLED: &str = "campaigns.campaign.cancelled";
 pub const ARCHIVED: &str = "campaigns.campaign.archived";
+pub const LAUNCHED: &str = "campaigns.campaign.launched";
+pub const PAUSED: &str = "campaigns.campaign.paused";
+pub const RESUMED: &str = "campaigns.campaign.resumed";
+pub const COMPLETED: &str = "campaigns.campaign.completed";
+/// A scheduled launch was refused (quota, no connection, ...): back to draft, `last_error` says why.
+pub const LAUNCH_FAILED: &str = "campaigns.campaign.launch_failed";
 
 /// One campaign change, as its event payload.
 pub struct Change<'a> {

@@ -30,6 +30,13 @@ pub struct CampaignsApi {
     pub(crate) config: CampaignsConfig,
     pub(crate) segments: Segments,
     pub(crate) renderer: template::Renderer,
+    pub(crate) audience: crate::audience::AudienceSource,
+    pub(crate) publishing: crate::delivery::Publishing,
+    pub(crate) entitlements: Option<cos_entitlements::EntitlementClient>,
+    pub(crate) queue: std::sync::Arc<cos_events::WorkQueuePublisher>,
+    pub(crate) wake_runner: std::sync::Arc<tokio::sync::Notify>,
+    /// Names this process in fan-out leases.
+    pub(crate) replica: String,
 }
 
 #[derive(Clone)]
@@ -63,7 +70,7 @@ fn caller<T>(req: &Request<T>) -> Result<Caller> {
     })
 }
 
-fn parse_uuid(field: &str, raw: &str) -> Result<Uuid> {
+pub(crate) fn parse_uuid(field: &str, raw: &str) -> Result<Uuid> {
     if raw.trim().is_empty() {
         return Err(ServiceError::invalid(field, "is required").into());
     }
@@ -71,7 +78,7 @@ fn parse_uuid(field: &str, raw: &str) -> Result<Uuid> {
         .map_err(|_| ServiceError::invalid(field, "is not a valid id").into())
 }
 
-fn not_found() -> Error {
+pub(crate) fn not_found() -> Error {
     ServiceError::not_found("campaign").into()
 }
 
@@ -94,7 +101,7 @@ fn invalid(violations: Vec<FieldViolation>) -> Result<()> {
     }
 }
 
-fn version_conflict(current: i64) -> Error {
+pub(crate) fn version_conflict(current: i64) -> Error {
     ServiceError::new(
         ErrorCode::VersionConflict,
         format!(
@@ -105,7 +112,7 @@ fn version_conflict(current: i64) -> Error {
     .into()
 }
 
-fn illegal(e: state::IllegalTransition) -> Error {
+pub(crate) fn illegal(e: state::IllegalTransition) -> Error {
     ServiceError::failed_precondition(e.to_string()).into()
 }
 
@@ -120,7 +127,7 @@ fn check_may_change(c: &Caller, status: CampaignStatus) -> Result<()> {
     Ok(())
 }
 
-fn stored_status(row: &CampaignRow) -> Result<CampaignStatus> {
+pub(crate) fn stored_status(row: &CampaignRow) -> Result<CampaignStatus> {
     CampaignStatus::parse(&row.status).ok_or_else(|| {
         Error::Internal(format!(
             "campaign {} has unknown status {:?}",
@@ -152,7 +159,7 @@ fn segment_ids(field: &str, raw: &[String], out: &mut Vec<FieldViolation>) -> Ve
 }
 
 /// Everything a campaign is made of, as submitted (create, or update merged onto the stored row).
-struct Draft {
+pub(crate) struct Draft {
     name: String,
     description: String,
     goal: String,
@@ -167,7 +174,7 @@ struct Draft {
 }
 
 impl Draft {
-    fn of(row: &CampaignRow) -> Self {
+    pub(crate) fn of(row: &CampaignRow) -> Self {
         Self {
             name: row.name.clone(),
             description: row.description.clone(),
@@ -198,7 +205,7 @@ impl CampaignsApi {
     /// Validates a draft into storable fields, reporting every bad field at once. A draft may be
     /// incomplete (no segments, no content yet); [`CampaignsApi::check_ready`] is what scheduling
     /// requires on top.
-    fn validate(&self, d: &Draft) -> Result<Fields> {
+    pub(crate) fn validate(&self, d: &Draft) -> Result<Fields> {
         let mut out = Vec::new();
         let mut keep = |r: std::result::Result<String, crate::domain::FieldViolation>| match r {
             Ok(v) => v,
@@ -307,7 +314,7 @@ impl CampaignsApi {
 
     /// What a campaign needs before it can be scheduled: channels with their content and target
     /// segments (message), or platforms (social post).
-    fn check_ready(&self, row: &Fields) -> Result<()> {
+    pub(crate) fn check_ready(&self, row: &Fields) -> Result<()> {
         let mut out = Vec::new();
         let kind = input::CampaignType::parse(&row.kind)
             .ok_or_else(|| Error::Internal(format!("campaign kind {:?}", row.kind)))?;
@@ -1064,6 +1071,135 @@ impl CampaignsService for CampaignsGrpc {
         }
         tx.commit().await.map_err(|e| Error::Db(e.into()))?;
         Ok(Response::new(pb::DeleteCampaignTemplateResponse {}))
+    }
+
+    async fn launch_campaign(
+        &self,
+        req: Request<pb::TransitionRequest>,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        let c = caller(&req)?;
+        let id = parse_uuid("campaign_id", &req.get_ref().campaign_id)?;
+        let who = crate::launch::Launcher {
+            tenant: c.tenant,
+            user: c.user,
+        };
+        let row = self.0.launch(who, id, req.get_ref().version, false).await?;
+        Ok(Response::new(campaign_pb(&row)))
+    }
+
+    async fn pause_campaign(
+        &self,
+        req: Request<pb::TransitionRequest>,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        let c = caller(&req)?;
+        let id = parse_uuid("campaign_id", &req.get_ref().campaign_id)?;
+        let who = crate::launch::Launcher {
+            tenant: c.tenant,
+            user: c.user,
+        };
+        let row = self.0.pause(who, id, req.get_ref().version).await?;
+        Ok(Response::new(campaign_pb(&row)))
+    }
+
+    async fn resume_campaign(
+        &self,
+        req: Request<pb::TransitionRequest>,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        let c = caller(&req)?;
+        let id = parse_uuid("campaign_id", &req.get_ref().campaign_id)?;
+        let who = crate::launch::Launcher {
+            tenant: c.tenant,
+            user: c.user,
+        };
+        let row = self.0.resume(who, id, req.get_ref().version).await?;
+        Ok(Response::new(campaign_pb(&row)))
+    }
+
+    async fn get_campaign_progress(
+        &self,
+        req: Request<pb::GetCampaignProgressRequest>,
+    ) -> Result<Response<pb::CampaignProgress>, Status> {
+        let c = caller(&req)?;
+        let id = parse_uuid("campaign_id", &req.get_ref().campaign_id)?;
+        Ok(Response::new(self.0.progress(c.tenant, id).await?))
+    }
+
+    async fn test_send_campaign(
+        &self,
+        req: Request<pb::TestSendCampaignRequest>,
+    ) -> Result<Response<pb::TestSendCampaignResponse>, Status> {
+        use cos_proto::publishing::v1 as ppb;
+        let c = caller(&req)?;
+        let r = req.into_inner();
+        let api = &self.0;
+        let id = parse_uuid("campaign_id", &r.campaign_id)?;
+        let row = api.read(&c, id).await?;
+        let channel = r.channel.trim();
+        if !row.channels.iter().any(|ch| ch == channel) {
+            return Err(Error::from(ServiceError::invalid(
+                "channel",
+                format!(
+                    "must be one of the campaign's channels: {}",
+                    row.channels.join(", ")
+                ),
+            ))
+            .into());
+        }
+        let contact = if r.contact_id.trim().is_empty() {
+            ppb::Recipient {
+                contact_id: Uuid::nil().to_string(),
+                first_name: "Alex".into(),
+                last_name: "Sample".into(),
+                attributes_json: b"{}".to_vec(),
+                ..Default::default()
+            }
+        } else {
+            let contact_id = parse_uuid("contact_id", &r.contact_id)?;
+            let bearer = c.bearer.as_deref().ok_or_else(|| {
+                Error::from(ServiceError::unauthenticated(
+                    "a test send for a contact reads it with your bearer token",
+                ))
+            })?;
+            let k = api.segments.contact(bearer, contact_id).await?;
+            let attributes = k
+                .attributes
+                .as_ref()
+                .map(crate::convert::struct_to_json)
+                .unwrap_or_else(|| serde_json::json!({}));
+            ppb::Recipient {
+                contact_id: k.id,
+                email: k.email,
+                phone: k.phone,
+                first_name: k.first_name,
+                last_name: k.last_name,
+                locale: k.locale,
+                time_zone: k.time_zone,
+                attributes_json: attributes.to_string().into_bytes(),
+                external_id: k.external_id,
+                ..Default::default()
+            }
+        };
+        let out = api
+            .publishing
+            .send_test(
+                c.tenant,
+                ppb::SendTestMessageRequest {
+                    campaign_id: id.to_string(),
+                    channel: channel.to_owned(),
+                    connection_id: String::new(),
+                    to: r.to.trim().to_owned(),
+                    content: Some(crate::launch::job_content(&row)),
+                    contact: Some(contact),
+                    campaign_name: row.name.clone(),
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::TestSendCampaignResponse {
+            delivery_id: out.delivery_id,
+            status: out.status,
+            provider_message_id: out.provider_message_id,
+            error: out.error,
+        }))
     }
 
     async fn duplicate_campaign(

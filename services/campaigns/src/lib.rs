@@ -1,21 +1,22 @@
 //! The campaigns service: campaigns (channels, target segments, templated content, budget,
-//! variants), their lifecycle state machine and their schedule.
-//!
-//! Launch, pause and resume (the fan-out of a campaign's audience to publishing) are not built
-//! yet; the state machine already knows them.
+//! variants), their lifecycle state machine, their schedule, and launches: the audience
+//! snapshot fanned out to publishing's work queue (see [`launch`]).
 
+mod audience;
 pub mod config;
 mod convert;
+mod delivery;
 pub mod domain;
 mod error;
 pub mod events;
 mod grpc;
+pub mod launch;
 mod segments;
 mod store;
 
 use std::sync::Arc;
 
-use cos_auth::{AuthLayer, MethodPolicies, TokenVerifier};
+use cos_auth::{AuthLayer, MethodPolicies, ServiceCredential, TokenVerifier};
 use cos_db::Db;
 use cos_proto::campaigns::v1::campaigns_service_server::CampaignsServiceServer;
 use sqlx::migrate::Migrator;
@@ -42,6 +43,28 @@ pub async fn migrate(conn: &mut sqlx::PgConnection, app_role: &str) -> anyhow::R
 pub struct Campaigns {
     api: Arc<grpc::CampaignsApi>,
     verifier: TokenVerifier,
+    run_workers: bool,
+}
+
+/// What launching needs besides the database: the mesh's service credential (audiences,
+/// delivery jobs, quotas for the scheduler), billing, and the work queue.
+pub struct LaunchDeps {
+    pub credential: Option<ServiceCredential>,
+    /// `None`: no quota checks (billing not deployed).
+    pub entitlements: Option<cos_entitlements::EntitlementClient>,
+    pub amqp_url: String,
+    pub delivery_queue: String,
+    /// Run the scheduler and fan-out runner in this process.
+    pub run_workers: bool,
+}
+
+fn lazy_channel(url: &str, what: &str) -> anyhow::Result<tonic::transport::Channel> {
+    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| anyhow::anyhow!("{what} URL {url:?}: {e}"))?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+        .connect_lazy())
 }
 
 impl Campaigns {
@@ -49,18 +72,40 @@ impl Campaigns {
         db: Db,
         config: &CampaignsConfig,
         verifier: TokenVerifier,
+        deps: LaunchDeps,
     ) -> anyhow::Result<Self> {
         db.check_owner_bypasses_rls().await?;
         let segments =
             segments::Segments::new(&config.segmentation_url, config.segmentation_timeout)?;
+        let audience = audience::AudienceSource::new(
+            lazy_channel(&config.segmentation_url, "segmentation")?,
+            deps.credential.clone(),
+        );
+        let publishing = delivery::Publishing::new(
+            lazy_channel(&config.publishing_url, "publishing")?,
+            deps.credential.clone(),
+            config.publishing_timeout,
+        );
+        let queue = Arc::new(cos_events::WorkQueuePublisher::new(
+            &deps.amqp_url,
+            &deps.delivery_queue,
+            "cos-campaigns:fan-out",
+        )?);
         Ok(Self {
             api: Arc::new(grpc::CampaignsApi {
                 db,
                 config: config.clone(),
                 segments,
                 renderer: domain::template::Renderer::new(domain::template::Limits::default()),
+                audience,
+                publishing,
+                entitlements: deps.entitlements,
+                queue,
+                wake_runner: Arc::new(tokio::sync::Notify::new()),
+                replica: format!("campaigns-{}", uuid::Uuid::new_v4().simple()),
             }),
             verifier,
+            run_workers: deps.run_workers,
         })
     }
 
@@ -80,6 +125,9 @@ impl Campaigns {
         let policies = MethodPolicies::for_services(&[GRPC_SERVICE]);
         tracing::info!(addr = %listener.local_addr()?, "campaigns gRPC listening");
         let service = CampaignsServiceServer::new(grpc::CampaignsGrpc(self.api.clone()));
+        let runner = self
+            .run_workers
+            .then(|| tokio::spawn(launch::run(self.api.clone(), shutdown.clone())));
         let served = tonic::transport::Server::builder()
             .layer(cos_telemetry::GrpcServerTelemetryLayer::new("campaigns"))
             .layer(AuthLayer::new(self.verifier.clone(), policies))
@@ -93,6 +141,15 @@ impl Campaigns {
                 shutdown.clone().cancelled_owned(),
             )
             .await;
+        shutdown.cancel();
+        if let Some(runner) = runner {
+            match runner.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "campaign runner failed"),
+                Err(e) => tracing::error!(error = %e, "campaign runner panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+        self.api.queue.close().await;
         served?;
         tracing::info!("campaigns gRPC stopped");
         Ok(())
