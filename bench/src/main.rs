@@ -4,11 +4,13 @@
 //! ```text
 //! cargo run --release -p cos-bench -- gateway [--duration-secs 10] [--concurrency 64] [--warmup-secs 2]
 //! cargo run --release -p cos-bench -- segmentation [--contacts 1000000] [--regenerate] [--repeats 20]
+//! cargo run --release -p cos-bench -- fanout [--recipients 100000] [--full]
 //! ```
 //!
 //! See docs/benchmarks.md for what is measured and the figures.
 
 mod cpu;
+mod fanout;
 mod gateway;
 mod micro;
 mod segmentation;
@@ -33,6 +35,11 @@ enum Command {
     /// transaction under RLS) as ratios to it, ListSegmentMembers first-page latency and
     /// StreamMembers throughput with the process's RSS.
     Segmentation(segmentation::Args),
+    /// Campaign fan-out, in one run: a raw lapin publish -> consume -> ack loop (durable queue,
+    /// persistent messages, publisher confirms, manual acks) as the baseline, then a real launch
+    /// of a campaign to the sandbox channel through the gateway, from the launch call to the
+    /// last delivery recorded: messages/s of both, the ratio, and peak RSS.
+    Fanout(fanout::Args),
 }
 
 /// Cores this process may use.
@@ -45,6 +52,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Gateway(args) => gateway::run(args),
         Command::Segmentation(args) => segmentation::run(args),
+        Command::Fanout(args) => fanout::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

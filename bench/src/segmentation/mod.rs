@@ -17,7 +17,7 @@
 //! The data lives in its own database (default `cos_bench_segmentation`), kept between runs;
 //! `--regenerate` drops and rebuilds it.
 
-mod data;
+pub(crate) mod data;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -93,7 +93,7 @@ const TARGET_B_RATIO: f64 = 0.1;
 const TARGET_P95_MS: f64 = 300.0;
 const TARGET_STREAM: f64 = 200_000.0;
 
-fn runtime(name: &'static str, threads: usize) -> anyhow::Result<Runtime> {
+pub(crate) fn runtime(name: &'static str, threads: usize) -> anyhow::Result<Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .thread_name(name)
@@ -282,7 +282,7 @@ fn ms(d: Duration) -> f64 {
 // ---- memory -----------------------------------------------------------------------------------
 
 /// (VmRSS, VmHWM) of this process in KiB.
-fn rss_kib() -> (u64, u64) {
+pub(crate) fn rss_kib() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
         status
@@ -296,11 +296,11 @@ fn rss_kib() -> (u64, u64) {
 }
 
 /// Resets VmHWM to the current RSS (Linux: `echo 5 > /proc/self/clear_refs`).
-fn reset_peak_rss() -> bool {
+pub(crate) fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-fn mib(kib: u64) -> f64 {
+pub(crate) fn mib(kib: u64) -> f64 {
     (kib as f64 / 1024.0 * 10.0).round() / 10.0
 }
 

@@ -433,6 +433,139 @@ impl Renderer {
     }
 }
 
+impl Renderer {
+    /// Compiles every template of `content` once, for rendering many recipients (a delivery
+    /// job): rendering then skips parsing. Errors name the field like [`Renderer::validate`].
+    pub fn compile(&self, content: &Content) -> Result<CompiledContent, RenderError> {
+        let mut env = self.env.clone();
+        let mut names = Vec::new();
+        let mut add = |name: &'static str, source: &str| -> Result<(), RenderError> {
+            if !source.is_empty() {
+                env.add_template_owned(name, source.to_owned())
+                    .map_err(|e| RenderError::new(name, describe(&e)))?;
+                names.push(name);
+            }
+            Ok(())
+        };
+        if let Some(e) = &content.email {
+            add(EMAIL_SUBJECT, &e.subject)?;
+            add(EMAIL_PREHEADER, &e.preheader)?;
+            add(EMAIL_HTML_BODY, &e.html_body)?;
+            add(EMAIL_TEXT_BODY, &e.text_body)?;
+        }
+        if let Some(s) = &content.sms {
+            add(SMS_TEXT, &s.text)?;
+        }
+        if let Some(w) = &content.webhook {
+            add(WEBHOOK_JSON, &w.json_template)?;
+        }
+        Ok(CompiledContent {
+            env,
+            names,
+            limits: self.limits,
+            has_email: content.email.is_some(),
+            has_sms: content.sms.is_some(),
+            has_webhook: content.webhook.is_some(),
+        })
+    }
+}
+
+/// A content's templates compiled once (see [`Renderer::compile`]); renders like [`Renderer`]
+/// with the same escaping, fuel and limits.
+pub struct CompiledContent {
+    env: Environment<'static>,
+    names: Vec<&'static str>,
+    limits: Limits,
+    has_email: bool,
+    has_sms: bool,
+    has_webhook: bool,
+}
+
+impl fmt::Debug for CompiledContent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompiledContent")
+            .field("templates", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CompiledContent {
+    pub fn has_email(&self) -> bool {
+        self.has_email
+    }
+
+    pub fn has_sms(&self) -> bool {
+        self.has_sms
+    }
+
+    pub fn has_webhook(&self) -> bool {
+        self.has_webhook
+    }
+
+    fn field(&self, name: &'static str, ctx: &Value) -> Result<String, RenderError> {
+        if !self.names.contains(&name) {
+            return Ok(String::new());
+        }
+        let to_error = |err: minijinja::Error| RenderError::new(name, describe(&err));
+        let rendered = self
+            .env
+            .get_template(name)
+            .map_err(to_error)?
+            .render(ctx)
+            .map_err(to_error)?;
+        if rendered.len() > self.limits.rendered_max {
+            return Err(RenderError::new(
+                name,
+                format!(
+                    "rendered output is {} bytes; the maximum is {} bytes",
+                    rendered.len(),
+                    self.limits.rendered_max
+                ),
+            ));
+        }
+        Ok(rendered)
+    }
+
+    /// The email for one contact (all four parts; absent ones are empty).
+    pub fn render_email(
+        &self,
+        contact: &RenderContact,
+        extra: &serde_json::Value,
+    ) -> Result<RenderedEmail, RenderError> {
+        let ctx = build_context(contact, extra);
+        Ok(RenderedEmail {
+            subject: self.field(EMAIL_SUBJECT, &ctx)?,
+            preheader: self.field(EMAIL_PREHEADER, &ctx)?,
+            html_body: self.field(EMAIL_HTML_BODY, &ctx)?,
+            text_body: self.field(EMAIL_TEXT_BODY, &ctx)?,
+        })
+    }
+
+    /// The SMS text for one contact.
+    pub fn render_sms(
+        &self,
+        contact: &RenderContact,
+        extra: &serde_json::Value,
+    ) -> Result<String, RenderError> {
+        self.field(SMS_TEXT, &build_context(contact, extra))
+    }
+
+    /// The webhook payload for one contact, parsed: it must be valid JSON.
+    pub fn render_webhook(
+        &self,
+        contact: &RenderContact,
+        extra: &serde_json::Value,
+    ) -> Result<serde_json::Value, RenderError> {
+        let text = self.field(WEBHOOK_JSON, &build_context(contact, extra))?;
+        serde_json::from_str(&text).map_err(|e| {
+            RenderError::new(
+                WEBHOOK_JSON,
+                format!("rendered webhook payload is not valid JSON: {e}"),
+            )
+        })
+    }
+}
+
 fn field<'a>(field: &'static str, source: &'a str, max: usize, unit: Unit) -> TemplateField<'a> {
     TemplateField {
         field,
@@ -873,5 +1006,51 @@ mod tests {
             .render_sms(&sms, &contact("Ada"), &json!([1, 2]))
             .expect("ok");
         assert_eq!(out, "Ada");
+    }
+
+    #[test]
+    fn compiled_content_renders_like_the_renderer() {
+        let r = Renderer::default();
+        let content = Content {
+            email: Some(EmailContent {
+                subject: "Hi {{ contact.first_name }}".into(),
+                preheader: String::new(),
+                html_body: "<p>{{ contact.attributes.note }}</p>".into(),
+                text_body: "{{ contact.attributes.note }}".into(),
+            }),
+            sms: None,
+            webhook: Some(WebhookContent {
+                json_template: "{\"n\": {{ contact.first_name }}}".into(),
+            }),
+        };
+        let mut contact = RenderContact {
+            first_name: Some("Ada".into()),
+            ..RenderContact::default()
+        };
+        contact
+            .attributes
+            .insert("note".into(), serde_json::json!("<b>x</b>"));
+        let extra = serde_json::json!({});
+        let compiled = r.compile(&content).unwrap();
+        let a = compiled.render_email(&contact, &extra).unwrap();
+        let b = r
+            .render_email(content.email.as_ref().unwrap(), &contact, &extra)
+            .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.html_body, "<p>&lt;b&gt;x&lt;&#x2f;b&gt;</p>");
+        assert_eq!(a.text_body, "<b>x</b>");
+        assert_eq!(
+            compiled.render_webhook(&contact, &extra).unwrap(),
+            serde_json::json!({"n": "Ada"})
+        );
+        assert!(compiled.has_email() && compiled.has_webhook() && !compiled.has_sms());
+        assert_eq!(compiled.render_sms(&contact, &extra).unwrap(), "");
+        let broken = Content {
+            sms: Some(SmsContent {
+                text: "{% if %}".into(),
+            }),
+            ..Content::default()
+        };
+        assert_eq!(r.compile(&broken).unwrap_err().field, SMS_TEXT);
     }
 }

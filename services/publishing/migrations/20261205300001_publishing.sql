@@ -26,7 +26,9 @@ CREATE UNIQUE INDEX channel_connections_name_idx
     ON publishing.channel_connections (tenant_id, lower(name)) WHERE deleted_at IS NULL;
 
 -- One per campaign run: the content snapshot and channel -> connection map it sends with, its
--- state and counters. Counters change in the same transaction as the delivery rows they count.
+-- state and counters. Counters change in the same transaction as the delivery rows they count:
+-- here for SMTP/webhook outcomes (one row per delivery), in `batch_counts` for sandbox batches
+-- (insert-only, so parallel workers never queue on this row).
 CREATE TABLE publishing.delivery_jobs (
     tenant_id         uuid NOT NULL,
     run_id            uuid NOT NULL,
@@ -39,7 +41,6 @@ CREATE TABLE publishing.delivery_jobs (
     sealed            boolean NOT NULL DEFAULT false,
     batches_total     bigint NOT NULL DEFAULT 0,
     recipients_total  bigint NOT NULL DEFAULT 0,
-    batches_done      bigint NOT NULL DEFAULT 0,
     sent              bigint NOT NULL DEFAULT 0,
     failed            bigint NOT NULL DEFAULT 0,
     retrying          bigint NOT NULL DEFAULT 0,
@@ -53,13 +54,25 @@ CREATE UNIQUE INDEX delivery_jobs_run_idx ON publishing.delivery_jobs (run_id);
 CREATE INDEX delivery_jobs_open_idx ON publishing.delivery_jobs (updated_at)
     WHERE state IN ('active', 'paused');
 
--- Batches of a run that were fully processed (a redelivered batch is counted once).
+-- Batches of a run that were fully processed (a redelivered batch is counted once); their
+-- count is the job's batches_done.
 CREATE TABLE publishing.job_batches (
     tenant_id   uuid NOT NULL,
     run_id      uuid NOT NULL,
     seq         bigint NOT NULL,
     done_at     timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT job_batches_pkey PRIMARY KEY (tenant_id, run_id, seq)
+);
+
+-- Deliveries recorded per sandbox batch and channel, in the transaction that inserted them.
+CREATE TABLE publishing.batch_counts (
+    tenant_id   uuid NOT NULL,
+    run_id      uuid NOT NULL,
+    seq         bigint NOT NULL,
+    channel     text NOT NULL,
+    sent        bigint NOT NULL,
+    failed      bigint NOT NULL,
+    CONSTRAINT batch_counts_pkey PRIMARY KEY (tenant_id, run_id, seq, channel)
 );
 
 -- Batches that arrived (or were interrupted) while their job was paused; put back on the work
@@ -128,7 +141,7 @@ CREATE TABLE publishing.unsubscribes (
 DO $$
 DECLARE t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['channel_connections', 'delivery_jobs', 'job_batches', 'parked_batches',
+    FOREACH t IN ARRAY ARRAY['channel_connections', 'delivery_jobs', 'job_batches', 'batch_counts', 'parked_batches',
                              'deliveries', 'unsubscribes'] LOOP
         EXECUTE format('ALTER TABLE publishing.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE publishing.%I FORCE ROW LEVEL SECURITY', t);

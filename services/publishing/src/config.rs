@@ -63,7 +63,7 @@ impl PublishingConfig {
                 "http://127.0.0.1:50053".to_owned(),
             ),
             public_url: r.get("publishing.public_url", DEFAULT_PUBLIC_URL.to_owned()),
-            workers: r.get("publishing.workers", 4),
+            workers: r.get("publishing.workers", 8),
             send_concurrency: r.get("publishing.send_concurrency", 16),
             default_rate_per_second: r.get("publishing.default_rate_per_second", 100),
             max_attempts: r.get("publishing.max_attempts", 6),

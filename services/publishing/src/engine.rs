@@ -24,7 +24,7 @@ use cos_channels::webhook::WebhookSender;
 use cos_channels::{SendError, SendReceipt};
 use cos_db::Db;
 use cos_proto::publishing::v1 as pb;
-use cos_templating::template::{RenderContact, Renderer};
+use cos_templating::template::RenderContact;
 use futures::StreamExt;
 use prost::Message;
 use uuid::Uuid;
@@ -49,7 +49,6 @@ pub enum BatchOutcome {
 pub struct Engine {
     pub db: Db,
     pub jobs: JobCache,
-    pub renderer: Renderer,
     pub signer: UnsubscribeSigner,
     pub webhook: WebhookSender,
     pub limiter: RateLimiter,
@@ -119,15 +118,13 @@ impl Engine {
         from: &str,
         reply_to: Option<&String>,
     ) -> std::result::Result<OutgoingEmail, String> {
-        let content = job
-            .content
-            .email
-            .as_ref()
-            .ok_or_else(|| "render_error: the campaign has no email content".to_owned())?;
+        let compiled = job.compiled()?;
+        if !compiled.has_email() {
+            return Err("render_error: the campaign has no email content".to_owned());
+        }
         let url = self.unsubscribe_url(job, contact, "email");
-        let rendered = self
-            .renderer
-            .render_email(content, &render_contact(r), &self.extra(job, r, &url))
+        let rendered = compiled
+            .render_email(&render_contact(r), &self.extra(job, r, &url))
             .map_err(|e| format!("render_error: {e}"))?;
         let mut html = rendered.html_body;
         if !html.is_empty() && !html.contains(&url) {
@@ -180,7 +177,8 @@ impl Engine {
             (Sender::Sandbox, _) => {
                 let mut out = serde_json::Map::new();
                 let want = |c: &str| channel == "sandbox" || channel == c;
-                if want("email") && job.content.email.is_some() {
+                let compiled = job.compiled()?;
+                if want("email") && compiled.has_email() {
                     if channel == "email" {
                         email_needed()?;
                     }
@@ -201,25 +199,19 @@ impl Engine {
                         }),
                     );
                 }
-                if want("sms")
-                    && let Some(sms) = &job.content.sms
-                {
+                if want("sms") && compiled.has_sms() {
                     let url = self.unsubscribe_url(job, contact, "sms");
-                    let text = self
-                        .renderer
-                        .render_sms(sms, &render_contact(r), &self.extra(job, r, &url))
+                    let text = compiled
+                        .render_sms(&render_contact(r), &self.extra(job, r, &url))
                         .map_err(|e| format!("render_error: {e}"))?;
                     out.insert(
                         "sms".into(),
                         serde_json::json!({"to": r.phone, "text": text}),
                     );
                 }
-                if want("webhook")
-                    && let Some(hook) = &job.content.webhook
-                {
-                    let body = self
-                        .renderer
-                        .render_webhook(hook, &render_contact(r), &self.extra(job, r, ""))
+                if want("webhook") && compiled.has_webhook() {
+                    let body = compiled
+                        .render_webhook(&render_contact(r), &self.extra(job, r, ""))
                         .map_err(|e| format!("render_error: {e}"))?;
                     out.insert("webhook".into(), body);
                 }
@@ -237,12 +229,12 @@ impl Engine {
                 )?)))
             }
             (Sender::Webhook(_), _) => {
-                let hook = job.content.webhook.as_ref().ok_or_else(|| {
-                    "render_error: the campaign has no webhook content".to_owned()
-                })?;
-                let body = self
-                    .renderer
-                    .render_webhook(hook, &render_contact(r), &self.extra(job, r, ""))
+                let compiled = job.compiled()?;
+                if !compiled.has_webhook() {
+                    return Err("render_error: the campaign has no webhook content".to_owned());
+                }
+                let body = compiled
+                    .render_webhook(&render_contact(r), &self.extra(job, r, ""))
                     .map_err(|e| format!("render_error: {e}"))?;
                 Ok(Rendered::Webhook(body))
             }
@@ -343,6 +335,7 @@ impl Engine {
         conn: &Connection,
         batch: &pb::DeliveryBatch,
     ) -> Result<()> {
+        let started = std::time::Instant::now();
         let mut rows = Vec::with_capacity(batch.recipients.len());
         for r in batch.recipients.iter().filter(|r| gets(r, channel)) {
             let Ok(contact_id) = Uuid::parse_str(&r.contact_id) else {
@@ -369,9 +362,11 @@ impl Engine {
                 rendered,
             });
         }
+        let rendered_at = started.elapsed();
         let scope = Self::scope(job, channel, conn, batch.seq);
         let mut tx = self.db.tenant_tx(job.tenant).await?;
         let inserted = store::insert_final(&mut tx, &scope, &rows).await?;
+        let inserted_at = started.elapsed();
         let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
         let fresh: Vec<&NewDelivery> = rows.iter().filter(|r| inserted.contains(&r.id)).collect();
         let sent: Vec<&NewDelivery> = fresh
@@ -384,19 +379,28 @@ impl Engine {
             .copied()
             .filter(|r| r.status != "sent")
             .collect();
-        store::bump_counters(
+        store::add_batch_counts(
             &mut tx,
             job.tenant,
             job.run_id,
+            batch.seq,
+            channel,
             sent.len() as i64,
             failed.len() as i64,
-            0,
-            &[],
         )
         .await?;
         events::recorded(&mut tx, job, channel, "sent", &sent).await?;
         events::recorded(&mut tx, job, channel, "failed", &failed).await?;
         tx.commit().await?;
+        tracing::debug!(
+            run_id = %job.run_id,
+            seq = batch.seq,
+            recipients = rows.len(),
+            render_ms = rendered_at.as_millis() as u64,
+            insert_ms = (inserted_at - rendered_at).as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "sandbox batch recorded"
+        );
         metrics::counter!("cos_publishing_deliveries_total", "status" => "sent", "kind" => "sandbox")
             .increment(sent.len() as u64);
         metrics::counter!("cos_publishing_deliveries_total", "status" => "failed", "kind" => "sandbox")

@@ -10,7 +10,7 @@ use cos_channels::smtp::{SmtpConfig, SmtpSender, SmtpTls};
 use cos_channels::webhook::WebhookTarget;
 use cos_crypto::KeyRing;
 use cos_db::Db;
-use cos_templating::template::Content;
+use cos_templating::template::{CompiledContent, Content, RenderError, Renderer};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -84,12 +84,20 @@ pub struct Job {
     pub run_id: Uuid,
     pub campaign_id: Uuid,
     pub campaign_name: String,
-    pub content: Content,
+    /// The content snapshot compiled once (an error fails every delivery with its reason).
+    compiled: std::result::Result<CompiledContent, RenderError>,
     pub channels: Vec<(String, Arc<Connection>)>,
     state: Mutex<(String, Instant)>,
 }
 
 impl Job {
+    /// The compiled templates, or why they could not be compiled.
+    pub fn compiled(&self) -> std::result::Result<&CompiledContent, String> {
+        self.compiled
+            .as_ref()
+            .map_err(|e| format!("render_error: {e}"))
+    }
+
     pub fn cached_state(&self) -> Option<String> {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         (s.1.elapsed() < STATE_TTL).then(|| s.0.clone())
@@ -107,7 +115,7 @@ impl Job {
             run_id: Uuid::nil(),
             campaign_id,
             campaign_name: campaign_name.to_owned(),
-            content,
+            compiled: Renderer::default().compile(&content),
             channels: Vec::new(),
             state: Mutex::new(("active".to_owned(), Instant::now())),
         }
@@ -280,7 +288,7 @@ fn job_of(row: &JobRow, channels: Vec<(String, Arc<Connection>)>) -> Result<Job>
         run_id: row.run_id,
         campaign_id: row.campaign_id,
         campaign_name: row.campaign_name.clone(),
-        content,
+        compiled: Renderer::default().compile(&content),
         channels,
         state: Mutex::new((row.state.clone(), Instant::now())),
     })

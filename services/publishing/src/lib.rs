@@ -148,7 +148,6 @@ impl Publishing {
                 config.send_timeout,
             ),
             db,
-            renderer: cos_templating::template::Renderer::default(),
             signer: unsubscribe_signer(service_secret)?,
             webhook: WebhookSender::new(config.send_timeout, config.allow_private_webhook_targets)
                 .map_err(|e| anyhow::anyhow!("webhook client: {e}"))?,

@@ -284,8 +284,13 @@ pub struct JobRow {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-const JOB_COLUMNS: &str = "tenant_id, run_id, campaign_id, campaign_name, channels, content, state, \
-     sealed, batches_total, recipients_total, batches_done, sent, failed, retrying, skipped, completed_at";
+/// The job with its counters: the row's own (SMTP/webhook outcomes) plus the sandbox batches'.
+const JOB_COLUMNS: &str = "j.tenant_id, j.run_id, j.campaign_id, j.campaign_name, j.channels, j.content, \
+     j.state, j.sealed, j.batches_total, j.recipients_total, \
+     (SELECT count(*) FROM publishing.job_batches b WHERE b.tenant_id = j.tenant_id AND b.run_id = j.run_id) AS batches_done, \
+     j.sent + coalesce((SELECT sum(c.sent) FROM publishing.batch_counts c WHERE c.tenant_id = j.tenant_id AND c.run_id = j.run_id), 0)::bigint AS sent, \
+     j.failed + coalesce((SELECT sum(c.failed) FROM publishing.batch_counts c WHERE c.tenant_id = j.tenant_id AND c.run_id = j.run_id), 0)::bigint AS failed, \
+     j.retrying, j.skipped, j.completed_at";
 
 /// Creates the job of a run, or returns the existing one (idempotent on run_id).
 pub async fn insert_job(
@@ -321,9 +326,9 @@ pub async fn get_job(
     run_id: Uuid,
     for_update: bool,
 ) -> Result<Option<JobRow>> {
-    let lock = if for_update { " FOR UPDATE" } else { "" };
+    let lock = if for_update { " FOR UPDATE OF j" } else { "" };
     let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM publishing.delivery_jobs WHERE tenant_id = $1 AND run_id = $2{lock}"
+        "SELECT {JOB_COLUMNS} FROM publishing.delivery_jobs j WHERE j.tenant_id = $1 AND j.run_id = $2{lock}"
     );
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(tenant)
@@ -441,18 +446,40 @@ pub async fn batch_done(
     .bind(seq)
     .execute(&mut *conn)
     .await?;
-    if r.rows_affected() == 1 {
-        sqlx::query(
-            "UPDATE publishing.delivery_jobs SET batches_done = batches_done + 1, updated_at = now()
-              WHERE tenant_id = $1 AND run_id = $2",
-        )
-        .bind(tenant)
-        .bind(run_id)
-        .execute(conn)
-        .await?;
-        return Ok(true);
+    Ok(r.rows_affected() == 1)
+}
+
+/// Adds a sandbox batch's recorded deliveries to the run's counters (insert-only: no lock on
+/// the job row, so parallel workers do not queue on it).
+#[allow(clippy::too_many_arguments)]
+pub async fn add_batch_counts(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    run_id: Uuid,
+    seq: i64,
+    channel: &str,
+    sent: i64,
+    failed: i64,
+) -> Result<()> {
+    if sent == 0 && failed == 0 {
+        return Ok(());
     }
-    Ok(false)
+    sqlx::query(
+        "INSERT INTO publishing.batch_counts (tenant_id, run_id, seq, channel, sent, failed)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (tenant_id, run_id, seq, channel)
+         DO UPDATE SET sent = batch_counts.sent + excluded.sent,
+                       failed = batch_counts.failed + excluded.failed",
+    )
+    .bind(tenant)
+    .bind(run_id)
+    .bind(seq)
+    .bind(channel)
+    .bind(sent)
+    .bind(failed)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Marks the job completed when it is sealed, every batch is processed and no delivery waits
@@ -461,7 +488,8 @@ pub async fn maybe_complete(conn: &mut PgConnection, tenant: Uuid, run_id: Uuid)
     let r = sqlx::query(
         "UPDATE publishing.delivery_jobs j SET state = 'completed', completed_at = now(), updated_at = now()
           WHERE tenant_id = $1 AND run_id = $2 AND state = 'active' AND sealed
-            AND batches_done >= batches_total
+            AND (SELECT count(*) FROM publishing.job_batches b
+                  WHERE b.tenant_id = $1 AND b.run_id = $2) >= batches_total
             AND NOT EXISTS (SELECT 1 FROM publishing.parked_batches p
                              WHERE p.tenant_id = $1 AND p.run_id = $2)
             AND NOT EXISTS (SELECT 1 FROM publishing.deliveries d
@@ -541,9 +569,11 @@ pub async fn delete_parked(
 /// Active sealed jobs that may have finished (any tenant; system transaction).
 pub async fn open_sealed_jobs(conn: &mut PgConnection, limit: i64) -> Result<Vec<(Uuid, Uuid)>> {
     Ok(sqlx::query_as(
-        "SELECT tenant_id, run_id FROM publishing.delivery_jobs
-          WHERE state = 'active' AND sealed AND batches_done >= batches_total
-          ORDER BY updated_at LIMIT $1",
+        "SELECT j.tenant_id, j.run_id FROM publishing.delivery_jobs j
+          WHERE j.state = 'active' AND j.sealed
+            AND (SELECT count(*) FROM publishing.job_batches b
+                  WHERE b.tenant_id = j.tenant_id AND b.run_id = j.run_id) >= j.batches_total
+          ORDER BY j.updated_at LIMIT $1",
     )
     .bind(limit)
     .fetch_all(conn)
