@@ -742,6 +742,9 @@ pub fn document(table: &RouteTable, title: &str, version: &str) -> Json {
         }
         paths.entry(path).or_default().insert(key.to_owned(), op);
     }
+    for (path, key, op) in crate::unsubscribe::openapi_operations() {
+        paths.entry(path).or_default().insert(key.to_owned(), op);
+    }
     let mut components = schemas.finish();
     components.extend(problem_schemas());
     let tags: Vec<Json> = tags

@@ -104,3 +104,47 @@ pub(crate) async fn handle(
         }
     }
 }
+
+/// The page's OpenAPI operations (GET and POST `/u/{token}`): no bearer, HTML responses.
+pub(crate) fn openapi_operations() -> Vec<(String, &'static str, serde_json::Value)> {
+    let op = |method: &str, summary: &str| {
+        serde_json::json!({
+            "operationId": format!("Unsubscribe_{method}"),
+            "summary": summary,
+            "description": "The one-click unsubscribe link of a campaign email (the signed token \
+                            is the credential). Sets the contact's consent for the channel to \
+                            unsubscribed and answers a plain HTML page, not JSON.",
+            "tags": ["PublishingService"],
+            "security": [],
+            "x-hand-written": true,
+            "x-grpc-method": "/campaignos.publishing.v1.PublishingService/Unsubscribe",
+            "parameters": [{"name": "token", "in": "path", "required": true,
+                            "schema": {"type": "string", "maxLength": 512}}],
+            "responses": {
+                "200": {"description": "Unsubscribed (or already unsubscribed).",
+                        "content": {"text/html": {"schema": {"type": "string"}}}},
+                "400": {"description": "The link is incomplete or was altered.",
+                        "content": {"text/html": {"schema": {"type": "string"}}}},
+                "429": {"description": "Too many requests from this address.",
+                        "content": {"text/html": {"schema": {"type": "string"}}}},
+                "503": {"description": "The unsubscribe could not be recorded right now.",
+                        "content": {"text/html": {"schema": {"type": "string"}}}}
+            }
+        })
+    };
+    vec![
+        (
+            "/u/{token}".to_owned(),
+            "get",
+            op("get", "Unsubscribes through an email link."),
+        ),
+        (
+            "/u/{token}".to_owned(),
+            "post",
+            op(
+                "post",
+                "One-click unsubscribe (RFC 8058, List-Unsubscribe-Post).",
+            ),
+        ),
+    ]
+}
