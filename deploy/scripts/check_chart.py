@@ -38,7 +38,7 @@ ALL_SERVICES = ["gateway", "identity", "billing", "campaigns", "segmentation", "
 COMMON_VARS = {
     "COS_ENV", "COS_TELEMETRY__LOG_FORMAT", "RUST_LOG", "OTEL_EXPORTER_OTLP_ENDPOINT",
     "COS_DATABASE__URL", "COS_DATABASE__MAX_CONNECTIONS", "COS_DATABASE__APP_ROLE",
-    "COS_DATABASE__ACQUIRE_TIMEOUT_SECS", "COS_AMQP__URL", "COS_AMQP__EXCHANGE",
+    "COS_DATABASE__ACQUIRE_TIMEOUT_SECS", "COS_AMQP__URL", "COS_AMQP__EXCHANGE", "COS_AMQP__DELIVERY_QUEUE",
     "COS_REDIS__URL", "COS_REDIS__KEY_PREFIX", "COS_CRYPTO__KEYS", "COS_CRYPTO__ACTIVE_KEY_ID",
     "COS_AUTH__ISSUER", "COS_AUTH__AUDIENCE", "COS_AUTH__ACCESS_TTL_SECS",
     "COS_AUTH__REFRESH_TTL_SECS", "COS_AUTH__JWKS_REFRESH_SECS", "COS_AUTH__SERVICE_SECRET",
@@ -54,23 +54,58 @@ GATEWAY_VARS = {
 } | {f"COS_GATEWAY__{s.upper()}_URL" for s in ALL_SERVICES if s != "gateway"}
 
 
+# Keys each service in the binary reads (services/<name>/src/config.rs), listeners aside. A peer
+# URL outside this list (e.g. a dependsOn the code does not know) stops the binary at start-up.
+BUILT_SERVICE_KEYS = {
+    "identity": {"API_KEY_TOKEN_TTL_SECS", "BILLING_URL", "ENTITLEMENTS_CACHE_TTL_SECS"},
+    "billing": {"IDENTITY_URL", "APP_URL", "CACHE_TTL_SECS", "CHECKOUT_EXPIRY_SECS", "GRACE_DAYS",
+                "STRIPE_API_BASE", "STRIPE_SECRET_KEY", "STRIPE_TIMEOUT_SECS", "TRIAL_DAYS"},
+    "segmentation": {"IDENTITY_URL", "BILLING_URL", "DIRTY_BATCH", "IMPORT_MAX_BYTES",
+                     "IMPORT_STALE_AFTER_SECS", "WORKER_POLL_MS"},
+    "campaigns": {"IDENTITY_URL", "SEGMENTATION_URL", "BILLING_URL", "PUBLISHING_URL",
+                  "PUBLISHING_TIMEOUT_MS", "FANOUT_BATCH_SIZE", "FANOUT_CONCURRENCY",
+                  "RUNNER_INTERVAL_MS", "SCHEDULE_MIN_LEAD_SECS", "SEGMENTATION_TIMEOUT_MS"},
+    "publishing": {"IDENTITY_URL", "SEGMENTATION_URL", "PUBLIC_URL", "WORKERS", "SEND_CONCURRENCY",
+                   "DEFAULT_RATE_PER_SECOND", "MAX_ATTEMPTS", "RETRY_BASE_MS", "RETRY_CAP_SECS",
+                   "CLAIM_LEASE_SECS", "SEND_TIMEOUT_SECS", "ALLOW_PRIVATE_WEBHOOK_TARGETS"},
+}
+
+
 def service_vars(name: str) -> set[str]:
     if name == "gateway":
         return GATEWAY_VARS
     up = name.upper()
-    extra = {"COS_IDENTITY__API_KEY_TOKEN_TTL_SECS"} if name == "identity" else set()
-    return extra | {f"COS_{up}__GRPC_ADDR", f"COS_{up}__ADMIN_ADDR"} | {
-        f"COS_{up}__{d.upper()}_URL" for d in ALL_SERVICES if d not in ("gateway", name)}
+    listeners = {f"COS_{up}__GRPC_ADDR", f"COS_{up}__ADMIN_ADDR"}
+    if name in BUILT_SERVICE_KEYS:
+        return listeners | {f"COS_{up}__{k}" for k in BUILT_SERVICE_KEYS[name]}
+    # Not built yet: any peer URL.
+    return listeners | {f"COS_{up}__{d.upper()}_URL" for d in ALL_SERVICES if d not in ("gateway", name)}
+
+
+def expected_public_url(values: dict) -> str | None:
+    """COS_PUBLISHING__PUBLIC_URL the chart should derive (see campaign-os.publicUrl)."""
+    if values.get("gateway", {}).get("publicUrl"):
+        return values["gateway"]["publicUrl"].rstrip("/")
+    ing = values.get("ingress", {})
+    if ing.get("enabled") and ing.get("hosts"):
+        host = ing["hosts"][0]["host"]
+        tls = any(host in (t.get("hosts") or []) for t in ing.get("tls") or [])
+        return f"{'https' if tls else 'http'}://{host}"
+    issuer = values.get("config", {}).get("auth", {}).get("issuer", "https://api.example.com")
+    return issuer.rstrip("/") if re.match(r"^https?://.", issuer) else None
 
 
 SCENARIOS: dict[str, dict] = {
     # What `helm install` with the chart's defaults produces.
     "default": {},
-    # Every service on, ingress with TLS, image by digest, OTLP, narrowed egress, CORS.
+    # Every service on, ingress with TLS, image by digest, OTLP, narrowed egress, CORS, tuning.
     "full": {
         "image": {"digest": "sha256:" + "0" * 64},
         "services": {**{s: {"enabled": True} for s in ALL_SERVICES},
-                     "identity": {"enabled": True, "env": {"COS_IDENTITY__API_KEY_TOKEN_TTL_SECS": 300}}},
+                     "identity": {"enabled": True, "env": {"COS_IDENTITY__API_KEY_TOKEN_TTL_SECS": 300}},
+                     "campaigns": {"enabled": True, "env": {"COS_CAMPAIGNS__FANOUT_BATCH_SIZE": 1000}},
+                     "publishing": {"enabled": True, "env": {"COS_PUBLISHING__WORKERS": 4,
+                                                             "COS_PUBLISHING__ALLOW_PRIVATE_WEBHOOK_TARGETS": "false"}}},
         "ingress": {"enabled": True, "className": "nginx",
                     "hosts": [{"host": "api.campaign-os.example", "paths": [{"path": "/", "pathType": "Prefix"}]}],
                     "tls": [{"secretName": "api-tls", "hosts": ["api.campaign-os.example"]}]},
@@ -104,6 +139,17 @@ MUST_FAIL: dict[str, dict] = {
     "unknown-dependency": {"services": {"billing": {"enabled": True, "dependsOn": ["nope"]}}},
     # automation needs campaigns, disabled here
     "dependency-disabled": {"services": {"automation": {"enabled": True}, "campaigns": {"enabled": False}}},
+    # campaigns launches through publishing (and billing), so neither can be switched off alone
+    "campaigns-without-publishing": {"services": {"publishing": {"enabled": False}}},
+    "campaigns-without-billing": {"services": {"billing": {"enabled": False},
+                                               "segmentation": {"enabled": True, "dependsOn": ["identity"]}}},
+    # unsubscribe links would point at the binary's http://127.0.0.1:8080
+    "publishing-without-public-url": {"config": {"auth": {"issuer": "campaign-os"}}},
+    "private-webhook-targets-in-production": {
+        "services": {"publishing": {"enabled": True,
+                                    "env": {"COS_PUBLISHING__ALLOW_PRIVATE_WEBHOOK_TARGETS": "true"}}}},
+    "private-webhook-targets-in-production-extra-env": {
+        "config": {"extraEnv": {"COS_PUBLISHING__ALLOW_PRIVATE_WEBHOOK_TARGETS": "true"}}},
     "bad-kind": {"services": {"identity": {"kind": "http"}}},
     "access-ttl-too-long": {"config": {"auth": {"accessTtlSecs": 100000}}},
 }
@@ -202,6 +248,15 @@ def check_semantics(docs: list[dict], scenario: str, values: dict) -> None:
     deployments = by_kind.get("Deployment", [])
     if not deployments:
         fail(f"[{scenario}] no Deployment rendered")
+    # campaigns publishes to the delivery work queue and publishing consumes it: one shared name.
+    queue = config_maps.get(f"{RELEASE}-campaign-os-config", {}).get("COS_AMQP__DELIVERY_QUEUE")
+    if queue != "publishing.deliveries":
+        fail(f"[{scenario}] COS_AMQP__DELIVERY_QUEUE is {queue!r}")
+    deployed = {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in deployments}
+
+    def peer(s: str) -> str:
+        return f"http://{RELEASE}-campaign-os-{s}:50051"
+
     for dep in deployments:
         name = dep["metadata"]["name"]
         svc = dep["metadata"]["labels"]["app.kubernetes.io/component"]
@@ -248,18 +303,31 @@ def check_semantics(docs: list[dict], scenario: str, values: dict) -> None:
                 if forbidden in names:
                     fail(f"[{scenario}] {name}: the gateway must not get {forbidden}")
         else:
-            required |= {"COS_DATABASE__URL", "COS_AMQP__URL", "COS_CRYPTO__KEYS"}
+            # Every service that runs background jobs calling internal RPCs needs the mesh
+            # secret; publishing refuses to start without it.
+            required |= {"COS_DATABASE__URL", "COS_AMQP__URL", "COS_CRYPTO__KEYS", "COS_AUTH__SERVICE_SECRET"}
         for var in sorted(required - names):
             fail(f"[{scenario}] {name}: {var} is not set")
         if svc == "gateway":
             data = config_maps.get(f"{RELEASE}-campaign-os-gateway-config", {})
-            url = data.get("COS_GATEWAY__IDENTITY_URL")
-            if url != f"http://{RELEASE}-campaign-os-identity:50051":
-                fail(f"[{scenario}] COS_GATEWAY__IDENTITY_URL is {url!r}")
+            for s in sorted(deployed & {"identity", "billing", "segmentation", "campaigns", "publishing"}):
+                url = data.get(f"COS_GATEWAY__{s.upper()}_URL")
+                if url != peer(s):
+                    fail(f"[{scenario}] COS_GATEWAY__{s.upper()}_URL is {url!r}")
         else:
             data = config_maps.get(f"{RELEASE}-campaign-os-{svc}-config", {})
             if data.get(f"COS_{svc.upper()}__GRPC_ADDR") != "0.0.0.0:50051":
                 fail(f"[{scenario}] COS_{svc.upper()}__GRPC_ADDR is {data.get(f'COS_{svc.upper()}__GRPC_ADDR')!r}")
+            wants = {"campaigns": ("identity", "segmentation", "billing", "publishing"),
+                     "publishing": ("identity", "segmentation")}.get(svc, ())
+            for s in wants:
+                url = data.get(f"COS_{svc.upper()}__{s.upper()}_URL")
+                if url != peer(s):
+                    fail(f"[{scenario}] COS_{svc.upper()}__{s.upper()}_URL is {url!r}")
+            if svc == "publishing":
+                url = data.get("COS_PUBLISHING__PUBLIC_URL")
+                if url != expected_public_url(values):
+                    fail(f"[{scenario}] COS_PUBLISHING__PUBLIC_URL is {url!r}, expected {expected_public_url(values)!r}")
 
     # Services: ClusterIP only; gateway the only thing behind an Ingress.
     for s in by_kind.get("Service", []):
@@ -375,6 +443,33 @@ def check_dashboards() -> None:
                 promql_ok(t["expr"], f"{f.name} panel {p['title']!r}")
 
 
+def check_public_url() -> None:
+    """COS_PUBLISHING__PUBLIC_URL from the ingress (https only for a host under tls) and overrides."""
+    ingress = {"enabled": True, "hosts": [{"host": "mail.example.org", "paths": [{"path": "/"}]}]}
+    cases = {
+        "ingress with tls": ({"ingress": {**ingress, "tls": [{"secretName": "t", "hosts": ["mail.example.org"]}]}},
+                             "https://mail.example.org"),
+        "ingress without tls": ({"ingress": ingress}, "http://mail.example.org"),
+        "gateway.publicUrl wins": ({"ingress": ingress, "gateway": {"publicUrl": "https://links.example.org/"}},
+                                   "https://links.example.org"),
+        "env override": ({"services": {"publishing": {"enabled": True, "kind": "grpc",
+                                                      "env": {"COS_PUBLISHING__PUBLIC_URL": "https://u.example.org"}}}},
+                         "https://u.example.org"),
+    }
+    for label, (values, want) in cases.items():
+        try:
+            _, docs = documents(render(values))
+        except Exception as exc:  # noqa: BLE001
+            fail(f"public URL [{label}]: render failed: {exc}")
+            continue
+        data = next((d.get("data") or {} for d in docs if d["kind"] == "ConfigMap"
+                     and d["metadata"]["name"] == f"{RELEASE}-campaign-os-publishing-config"), {})
+        got = data.get("COS_PUBLISHING__PUBLIC_URL")
+        print(f"  {'ok' if got == want else 'FAIL'}: {label}: {got}")
+        if got != want:
+            fail(f"public URL [{label}]: COS_PUBLISHING__PUBLIC_URL is {got!r}, expected {want!r}")
+
+
 def check_rejections() -> None:
     import helm_python as hp
 
@@ -418,6 +513,8 @@ def main() -> int:
         check_semantics(docs, label, values)
     print("== dashboards")
     check_dashboards()
+    print("== publishing public URL")
+    check_public_url()
     print("== values that must be rejected")
     check_rejections()
     if errors:

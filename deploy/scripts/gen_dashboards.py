@@ -16,6 +16,13 @@ Metric contract (see docs/operations.md, "Metrics"):
     cos_outbox_pending{schema}                                 gauge
     cos_outbox_published_total{schema}                         counter
     cos_events_dead_lettered_total{queue}                      counter
+    cos_campaigns_launched_total                               counter
+    cos_campaigns_fanout_recipients_total                      counter
+    cos_publishing_deliveries_total{status,kind}               counter (sent|failed|transient_error; live|sandbox)
+    cos_publishing_batches_total{outcome}                      counter (done|parked|dropped|requeued)
+    cos_publishing_batch_seconds{quantile}                     summary (per process: not a *_duration_seconds
+                                                               histogram, so no buckets; use _sum/_count)
+    cos_publishing_batches_parked_total                        counter
 """
 from __future__ import annotations
 
@@ -219,8 +226,35 @@ def overview() -> dict:
         thresholds=steps(100, 1000)), 12, 8)
     L.add(timeseries("Rate-limited requests/s", [target(
         f"sum by (scope) ({rate('cos_gateway_rate_limited_total', NS)})", "{{scope}}")], "reqps", stack=True), 12, 8)
+    L.row("Campaign delivery")
+    L.add(timeseries("Delivery attempts/s by status", [target(
+        f"sum by (status, kind) ({rate('cos_publishing_deliveries_total', NS)})", "{{status}} ({{kind}})")],
+        "ops", stack=True,
+        desc="Send attempts by result; live = SMTP and webhooks, sandbox = rendered and stored only. "
+             "transient_error attempts are retried with backoff up to COS_PUBLISHING__MAX_ATTEMPTS; "
+             "failed ones carry the provider's reason (GET /v1/campaigns/{id}/deliveries?status=failed)."), 12, 8)
+    L.add(timeseries("Delivery batches/s by outcome", [target(
+        f"sum by (outcome) ({rate('cos_publishing_batches_total', NS)})", "{{outcome}}")], "ops", stack=True,
+        desc="Work-queue batches handled by publishing. requeued: database trouble, the batch comes back "
+             "after 1 s; parked: its campaign is paused; dropped: its job is cancelled, completed or unknown."),
+          12, 8)
+    L.add(timeseries("Batch processing time", [
+        target(f"sum({rate('cos_publishing_batch_seconds_sum', NS)}) / sum({rate('cos_publishing_batch_seconds_count', NS)})",
+               "mean", "A"),
+        target(f'max(cos_publishing_batch_seconds{{{NS}, quantile="0.99"}})', "p99 (slowest pod)", "B"),
+    ], "s", desc="cos_publishing_batch_seconds is a per-process summary: the mean is exact over all pods, "
+                 "the p99 is the worst pod's recent p99."), 6, 8)
+    L.add(timeseries("Batches parked", [target(
+        f"sum(increase(cos_publishing_batches_parked_total{{{NS}}}[$__rate_interval]))", "parked")], "short",
+        desc="Batches set aside because their campaign was paused; they are picked up again on resume."), 6, 8)
+    L.add(timeseries("Campaigns launched", [target(
+        f"sum(increase(cos_campaigns_launched_total{{{NS}}}[$__rate_interval]))", "launched")], "short"), 6, 8)
+    L.add(timeseries("Fan-out recipients/s", [target(
+        f"sum({rate('cos_campaigns_fanout_recipients_total', NS)})", "recipients")], "ops",
+        desc="Recipients campaigns put on the delivery work queue."), 6, 8)
     return dashboard("campaign-os-overview", "Campaign OS / Overview",
-                     "Health of the whole mesh at a glance: gateway, gRPC services, events.", L, False, ["overview"])
+                     "Health of the whole mesh at a glance: gateway, gRPC services, events, campaign delivery.", L, False,
+                     ["overview"])
 
 
 def services() -> dict:

@@ -144,6 +144,9 @@ COS_DATABASE__APP_ROLE: {{ . | quote }}
 COS_DATABASE__ACQUIRE_TIMEOUT_SECS: {{ include "campaign-os.str" . | quote }}
 {{- end }}
 COS_AMQP__EXCHANGE: {{ $c.amqp.exchange | quote }}
+{{- with $c.amqp.deliveryQueue }}
+COS_AMQP__DELIVERY_QUEUE: {{ . | quote }}
+{{- end }}
 {{- with $c.redis.keyPrefix }}
 COS_REDIS__KEY_PREFIX: {{ . | quote }}
 {{- end }}
@@ -164,6 +167,32 @@ OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}
 {{- range $k, $v := $c.extraEnv }}
 {{ $k }}: {{ include "campaign-os.str" $v | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Public base URL of the gateway (unsubscribe links in emails): gateway.publicUrl; else the first
+ingress host when the ingress is enabled (https when that host is listed in ingress.tls); else
+config.auth.issuer when it is an http(s) URL; else empty.
+*/}}
+{{- define "campaign-os.publicUrl" -}}
+{{- $ing := .Values.ingress }}
+{{- $host := "" }}
+{{- if and $ing.enabled $ing.hosts }}
+{{- $host = (first $ing.hosts).host | default "" }}
+{{- end }}
+{{- if .Values.gateway.publicUrl }}
+{{- trimSuffix "/" .Values.gateway.publicUrl }}
+{{- else if $host }}
+{{- $https := false }}
+{{- range $ing.tls }}
+{{- if has $host (.hosts | default list) }}
+{{- $https = true }}
+{{- end }}
+{{- end }}
+{{- printf "%s://%s" (ternary "https" "http" $https) $host }}
+{{- else if regexMatch "^https?://." .Values.config.auth.issuer }}
+{{- trimSuffix "/" .Values.config.auth.issuer }}
 {{- end }}
 {{- end }}
 
@@ -205,6 +234,11 @@ Usage: include "campaign-os.serviceEnv" (dict "root" $ "name" $name "svc" $svc)
 {{- range $dep := $svc.dependsOn }}
 {{ $prefix }}{{ include "campaign-os.envName" $dep }}_URL: {{ printf "http://%s-%s:%v" $fullname $dep $root.Values.ports.grpc | quote }}
 {{- end }}
+{{- if and (eq .name "publishing") (not (hasKey ($svc.env | default dict) "COS_PUBLISHING__PUBLIC_URL")) }}
+{{- with include "campaign-os.publicUrl" $root }}
+{{ $prefix }}PUBLIC_URL: {{ . | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- range $k, $v := $svc.env }}
 {{ $k }}: {{ include "campaign-os.str" $v | quote }}
@@ -217,7 +251,7 @@ Secret variables (from the existing Secret), as a container env list.
 {{- define "campaign-os.secretEnv" -}}
 {{- $root := .root | default . }}
 {{- $omit := .omit | default list }}
-{{- $secret := required "secrets.existingSecret is required: the Secret holding COS_DATABASE__URL, COS_AMQP__URL, COS_REDIS__URL and COS_CRYPTO__KEYS" $root.Values.secrets.existingSecret }}
+{{- $secret := required "secrets.existingSecret is required: the Secret holding COS_DATABASE__URL, COS_AMQP__URL, COS_REDIS__URL, COS_CRYPTO__KEYS and COS_AUTH__SERVICE_SECRET" $root.Values.secrets.existingSecret }}
 {{- range $var, $key := $root.Values.secrets.keys }}
 {{- if not (has $var $omit) }}
 - name: {{ $var }}
@@ -274,6 +308,18 @@ Fail early on configuration the binary would reject at start-up.
 {{- range $dep := $svc.dependsOn }}
 {{- if not (has $dep $enabled) }}
 {{- fail (printf "services.%s.dependsOn names %q, which is not an enabled service" $name $dep) }}
+{{- end }}
+{{- end }}
+{{- if and (eq $name "publishing") (eq $.Values.config.env "production") }}
+{{- $env := $svc.env | default dict }}
+{{- if and (not (hasKey $env "COS_PUBLISHING__PUBLIC_URL")) (not (include "campaign-os.publicUrl" $)) }}
+{{- fail "publishing needs the public gateway URL for the unsubscribe links in emails: set gateway.publicUrl (or enable the ingress, or make config.auth.issuer the https URL of the gateway)" }}
+{{- end }}
+{{- /* the service's env wins over config.extraEnv (its ConfigMap comes last in envFrom) */}}
+{{- $key := "COS_PUBLISHING__ALLOW_PRIVATE_WEBHOOK_TARGETS" }}
+{{- $from := ternary $env ($.Values.config.extraEnv | default dict) (hasKey $env $key) }}
+{{- if and (hasKey $from $key) (ne (toString (index $from $key)) "false") }}
+{{- fail "COS_PUBLISHING__ALLOW_PRIVATE_WEBHOOK_TARGETS must stay false in production (webhooks to loopback/private addresses are for tests)" }}
 {{- end }}
 {{- end }}
 {{- end }}

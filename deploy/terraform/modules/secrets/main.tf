@@ -1,7 +1,8 @@
 # Secrets Manager entries the mesh reads (through External Secrets Operator, which syncs them into
 # the Kubernetes Secret named by the chart's secrets.existingSecret):
 #
-#   <name>/runtime     JSON {COS_DATABASE__URL, COS_AMQP__URL, COS_REDIS__URL, COS_CRYPTO__KEYS}
+#   <name>/runtime     JSON {COS_DATABASE__URL, COS_AMQP__URL, COS_REDIS__URL, COS_CRYPTO__KEYS,
+#                           COS_AUTH__SERVICE_SECRET}
 #   <name>/<provider>  one per third-party credential, filled in by operators
 #
 # Terraform writes the initial values only: rotation is an operator procedure
@@ -44,10 +45,17 @@ resource "random_bytes" "crypto_key" {
   length = 32
 }
 
+# The mesh's shared service secret (COS_AUTH__SERVICE_SECRET): service-to-service calls of
+# background jobs (scheduled launches, fan-out, quota) are signed with it, and publishing derives
+# its unsubscribe-link key from it. 48 bytes, base64.
+resource "random_bytes" "service_secret" {
+  length = 48
+}
+
 resource "aws_secretsmanager_secret" "runtime" {
   # checkov:skip=CKV2_AWS_57:Connection strings change together with the RDS/MQ/ElastiCache passwords and a rollout; rotated by the runbook procedure (docs/runbooks/leaked-secret.md), not a Lambda
   name                    = "${var.name}/runtime"
-  description             = "Campaign OS runtime secrets (database, broker, cache, encryption key ring)"
+  description             = "Campaign OS runtime secrets (database, broker, cache, encryption key ring, service secret)"
   kms_key_id              = aws_kms_key.this.arn
   recovery_window_in_days = var.recovery_window_days
   tags                    = var.tags
@@ -60,6 +68,8 @@ resource "aws_secretsmanager_secret_version" "runtime" {
     COS_AMQP__URL     = var.amqp_url
     COS_REDIS__URL    = var.redis_url
     COS_CRYPTO__KEYS  = "${var.crypto_key_id}:${random_bytes.crypto_key.base64}"
+    # Rotating it invalidates unsubscribe links in emails already sent (docs/operations.md).
+    COS_AUTH__SERVICE_SECRET = random_bytes.service_secret.base64
   })
 
   lifecycle {
