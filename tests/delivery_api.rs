@@ -735,3 +735,37 @@ async fn launch_guards_quota_connections_isolation_and_bad_input() {
     assert_problem(s, &b, 422, Some("channel"));
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_rate_limited_batch_outlasting_the_claim_lease_still_sends_each_once() {
+    // 24 recipients at 3 messages/s take 8 s, longer than the 5 s claim lease: the sweeper must
+    // not take over claims whose sends are merely waiting for the rate limiter.
+    let t = common::spawn_mesh_with(&[("COS_PUBLISHING__CLAIM_LEASE_SECS", "5")]).await;
+    let tok = big_tenant(&t, "lease@delivery.example").await;
+    let subscribed = import(&t, &tok, 24, 1000, 0).await;
+    let seg = dynamic_segment(&t, &tok).await;
+    let sink = SmtpSink::start().await.unwrap();
+    smtp_connection(&t, &tok, &sink, 3).await;
+    let (_, c) = t
+        .post(
+            "/v1/campaigns",
+            Some(&tok),
+            email_campaign("Slow lease", &seg),
+        )
+        .await;
+    let id = c["id"].as_str().unwrap().to_owned();
+    let (s, b) = t
+        .post(&format!("/v1/campaigns/{id}:launch"), Some(&tok), json!({}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    wait_status(&t, &tok, &id, "completed", Duration::from_secs(120)).await;
+    // Give a wrongly taken-over claim time to show up as a second message.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mails = sink.messages();
+    let distinct: HashSet<String> = mails.iter().map(|m| m.rcpt_to[0].clone()).collect();
+    assert_eq!(distinct.len(), subscribed);
+    assert_eq!(mails.len(), subscribed, "nobody twice");
+    let sent = all_deliveries(&t, &tok, &id, "sent").await;
+    assert!(sent.iter().all(|d| d["attempts"] == 1), "{sent:?}");
+    t.stop().await;
+}

@@ -307,7 +307,7 @@ pub(crate) fn client_ip(state: &AppState, headers: &HeaderMap, peer: SocketAddr)
 
 /// The rate-limit key of a client address. An IPv6 client usually controls a whole /64, so
 /// limiting single addresses would hand it 2^64 fresh budgets: IPv6 is keyed by its /64.
-fn rate_key(ip: IpAddr) -> String {
+pub(crate) fn rate_key(ip: IpAddr) -> String {
     match ip.to_canonical() {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => {

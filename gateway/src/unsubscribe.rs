@@ -2,7 +2,7 @@
 //! an email) and `POST /u/{token}` (RFC 8058 one-click from the mailbox provider, body
 //! `List-Unsubscribe=One-Click`). Both flip the contact's consent through publishing, which
 //! verifies the signed token; the page says what happened in words a recipient understands.
-//! Rate-limited per client IP like every other route.
+//! Rate-limited per client IP in a bucket of its own (ten times the API's per-IP limit).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,10 +48,14 @@ pub(crate) async fn handle(
     Path(token): Path<String>,
 ) -> Response {
     let ip = crate::client_ip(&state, &headers, peer);
-    if crate::enforce(&state, &[crate::ip_limit(&state, ip)])
-        .await
-        .is_err()
-    {
+    // Its own bucket, ten times the per-IP API limit: one-click POSTs from a mailbox provider
+    // arrive from few addresses, and must not compete with (or be starved by) API traffic.
+    let limit = crate::ratelimit::Limit {
+        scope: "unsubscribe",
+        key: format!("unsubscribe:{}", crate::rate_key(ip)),
+        per_minute: state.config.rate_limit.per_ip_per_minute.saturating_mul(10),
+    };
+    if crate::enforce(&state, &[limit]).await.is_err() {
         return page(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many requests",

@@ -134,7 +134,12 @@ impl WorkQueuePublisher {
                     .basic_publish(
                         short("")?,
                         short(&self.queue)?,
-                        BasicPublishOptions::default(),
+                        // Unroutable (the queue was deleted under us) comes back instead of
+                        // being confirmed and dropped.
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..BasicPublishOptions::default()
+                        },
                         p,
                         props,
                     )
@@ -144,7 +149,13 @@ impl WorkQueuePublisher {
         let deadline = tokio::time::Instant::now() + self.confirm_timeout;
         for (i, confirm) in confirms.into_iter().enumerate() {
             match tokio::time::timeout_at(deadline, confirm).await {
-                Ok(Ok(Confirmation::Ack(_))) => {}
+                Ok(Ok(Confirmation::Ack(None))) => {}
+                Ok(Ok(Confirmation::Ack(Some(_)))) => {
+                    return Err(Error::Rejected {
+                        message_id: format!("{}#{i}", self.queue),
+                        reason: "returned unroutable (the queue does not exist)".into(),
+                    });
+                }
                 Ok(Ok(Confirmation::Nack(_))) => {
                     return Err(Error::Rejected {
                         message_id: format!("{}#{i}", self.queue),

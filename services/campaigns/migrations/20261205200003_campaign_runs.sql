@@ -47,5 +47,7 @@ CREATE POLICY tenant_isolation ON campaigns.campaign_runs
 ALTER TABLE campaigns.campaigns
     ADD COLUMN current_run_id uuid,
     ADD COLUMN last_error text NOT NULL DEFAULT '',
-    -- The scheduler's claim on a due campaign (so two replicas never launch it together).
-    ADD COLUMN launch_claimed_until timestamptz;
+    -- The scheduler's claim on a due campaign (so two replicas never launch it together), and
+    -- the claim's token (only its holder may send the campaign back to draft).
+    ADD COLUMN launch_claimed_until timestamptz,
+    ADD COLUMN launch_claim uuid;

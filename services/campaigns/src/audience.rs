@@ -58,14 +58,26 @@ pub enum Next {
 type MemberStream = futures::stream::BoxStream<'static, Result<seg::MemberBatch, tonic::Status>>;
 
 struct Source {
+    segment: Uuid,
     stream: MemberStream,
-    buffer: VecDeque<seg::Member>,
+    buffer: VecDeque<(Uuid, seg::Member)>,
+    /// The last contact id received (a broken stream is reopened after it).
+    last: Option<Uuid>,
+    reopened: u32,
     done: bool,
 }
+
+/// How often one segment's stream may break and be reopened where it stopped (segmentation
+/// ends a stream its reader has not pulled from for a minute, which happens to a target whose
+/// contact ids lie far beyond the others').
+const MAX_REOPENS: u32 = 20;
 
 /// Merges the target streams in contact-id order (each contact once) and applies exclusions,
 /// consent and addresses.
 pub struct AudienceReader {
+    source: AudienceSource,
+    tenant: Uuid,
+    with_attributes: bool,
     sources: Vec<Source>,
     exclusions: HashSet<Uuid>,
     channels: Vec<String>,
@@ -157,14 +169,20 @@ impl AudienceSource {
         let mut sources = Vec::with_capacity(spec.targets.len());
         for t in &spec.targets {
             sources.push(Source {
+                segment: *t,
                 stream: self
                     .open(spec.tenant, *t, spec.after, spec.with_attributes)
                     .await?,
                 buffer: VecDeque::new(),
+                last: spec.after,
+                reopened: 0,
                 done: false,
             });
         }
         Ok(AudienceReader {
+            source: self.clone(),
+            tenant: spec.tenant,
+            with_attributes: spec.with_attributes,
             sources,
             exclusions,
             channels: spec.channels.clone(),
@@ -200,15 +218,45 @@ pub fn channel_block(m: &seg::Member, channel: &str) -> Option<&'static str> {
 
 impl AudienceReader {
     async fn fill(&mut self, i: usize) -> Result<()> {
-        let src = &mut self.sources[i];
-        while src.buffer.is_empty() && !src.done {
+        loop {
+            let src = &mut self.sources[i];
+            if !src.buffer.is_empty() || src.done {
+                return Ok(());
+            }
             match src.stream.next().await {
-                Some(Ok(batch)) => src.buffer.extend(batch.members),
+                Some(Ok(batch)) => {
+                    for m in batch.members {
+                        // A member without a valid id cannot be ordered or sent to.
+                        if let Ok(id) = Uuid::parse_str(&m.contact_id) {
+                            src.last = Some(id);
+                            src.buffer.push_back((id, m));
+                        }
+                    }
+                }
+                Some(Err(s))
+                    if src.reopened < MAX_REOPENS
+                        && matches!(
+                            s.code(),
+                            tonic::Code::DeadlineExceeded
+                                | tonic::Code::Cancelled
+                                | tonic::Code::Unavailable
+                                | tonic::Code::Aborted
+                        ) =>
+                {
+                    tracing::info!(segment = %src.segment, code = ?s.code(), "audience stream broke; reopening where it stopped");
+                    let (segment, after) = (src.segment, src.last);
+                    let stream = self
+                        .source
+                        .open(self.tenant, segment, after, self.with_attributes)
+                        .await?;
+                    let src = &mut self.sources[i];
+                    src.stream = stream;
+                    src.reopened += 1;
+                }
                 Some(Err(s)) => return Err(unavailable(&s)),
                 None => src.done = true,
             }
         }
-        Ok(())
     }
 
     /// The next member in contact-id order (`None` at the end).
@@ -216,23 +264,18 @@ impl AudienceReader {
         for i in 0..self.sources.len() {
             self.fill(i).await?;
         }
-        let min = self
+        let Some(min) = self
             .sources
             .iter()
-            .filter_map(|s| s.buffer.front())
-            .filter_map(|m| Uuid::parse_str(&m.contact_id).ok())
-            .min();
-        let Some(min) = min else {
+            .filter_map(|s| s.buffer.front().map(|(id, _)| *id))
+            .min()
+        else {
             return Ok(None);
         };
         let mut member = None;
         for s in &mut self.sources {
-            while s
-                .buffer
-                .front()
-                .is_some_and(|m| Uuid::parse_str(&m.contact_id).ok() == Some(min))
-            {
-                member = s.buffer.pop_front();
+            while s.buffer.front().is_some_and(|(id, _)| *id == min) {
+                member = s.buffer.pop_front().map(|(_, m)| m);
             }
         }
         let Some(member) = member else {

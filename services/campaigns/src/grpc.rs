@@ -1083,7 +1083,13 @@ impl CampaignsService for CampaignsGrpc {
             tenant: c.tenant,
             user: c.user,
         };
-        let row = self.0.launch(who, id, req.get_ref().version, false).await?;
+        let version = req.get_ref().version;
+        // The launch runs to its end even if the caller goes away: it holds quota and a delivery
+        // job until it commits or gives them back.
+        let api = self.0.clone();
+        let row = tokio::spawn(async move { api.launch(who, id, version, false).await })
+            .await
+            .map_err(|e| Error::Internal(format!("launch task: {e}")))??;
         Ok(Response::new(campaign_pb(&row)))
     }
 

@@ -37,8 +37,8 @@ use crate::store::{self, CampaignRow, ScheduleChange};
 
 /// Fan-out publishes this many batches between checkpoints.
 const BATCHES_PER_CHECKPOINT: usize = 8;
-/// A fan-out's lease; renewed at every checkpoint.
-const LEASE_SECS: f64 = 30.0;
+/// A fan-out's lease; renewed at every checkpoint (every few thousand recipients).
+const LEASE_SECS: f64 = 120.0;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RunRow {
@@ -285,7 +285,8 @@ impl CampaignsApi {
             .execute(&mut *tx)
             .await?;
             sqlx::query(
-                "UPDATE campaigns.campaigns SET current_run_id = $3, last_error = '', launch_claimed_until = NULL
+                "UPDATE campaigns.campaigns SET current_run_id = $3, last_error = '', launch_claimed_until = NULL,
+                        launch_claim = NULL
                   WHERE tenant_id = $1 AND id = $2",
             )
             .bind(tenant)
@@ -488,7 +489,9 @@ impl CampaignsApi {
     // ---- the runner ------------------------------------------------------------------------
 
     /// Claims one run to fan out (any tenant): its campaign is running and nobody holds it.
-    async fn claim_fan_out(&self) -> Result<Option<RunRow>> {
+    async fn claim_fan_out(&self) -> Result<Option<(RunRow, String)>> {
+        // Each claim has its own owner token: two passes of one replica are told apart too.
+        let owner = format!("{}:{}", self.replica, Uuid::new_v4().simple());
         let mut tx = self.db.system_tx("claim a campaign fan-out").await?;
         let sql = format!(
             "UPDATE campaigns.campaign_runs r SET lease_owner = $1,
@@ -504,17 +507,17 @@ impl CampaignsApi {
             RUN_COLUMNS.split(", ").map(|c| format!("r.{c}")).collect::<Vec<_>>().join(", ")
         );
         let run: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(&self.replica)
+            .bind(&owner)
             .bind(LEASE_SECS)
             .fetch_optional(&mut *tx)
             .await?;
         tx.commit().await.map_err(cos_db::DbError::from)?;
-        Ok(run)
+        Ok(run.map(|r| (r, owner)))
     }
 
     /// Streams the audience of `run` from its cursor to the work queue. Stops early (keeping its
     /// checkpoint) when the campaign is paused or the lease is lost.
-    async fn fan_out(&self, run: RunRow) -> Result<()> {
+    async fn fan_out(&self, run: RunRow, owner: &str) -> Result<()> {
         let tenant = run.tenant_id;
         let row = {
             let mut tx = self.db.tenant_tx(tenant).await?;
@@ -607,7 +610,15 @@ impl CampaignsApi {
                 pending.clear();
                 published += published_delta;
                 let keep_going = self
-                    .checkpoint(&run, cursor, seq, published_delta, &skipped_delta, done)
+                    .checkpoint(
+                        &run,
+                        owner,
+                        cursor,
+                        seq,
+                        published_delta,
+                        &skipped_delta,
+                        done,
+                    )
                     .await?;
                 published_delta = 0;
                 skipped_delta.clear();
@@ -633,9 +644,11 @@ impl CampaignsApi {
 
     /// Saves the fan-out's progress and renews its lease; false when it must stop (campaign no
     /// longer running, or another replica took the run over).
+    #[allow(clippy::too_many_arguments)]
     async fn checkpoint(
         &self,
         run: &RunRow,
+        owner: &str,
         cursor: Option<Uuid>,
         batches: i64,
         published_delta: i64,
@@ -668,7 +681,7 @@ impl CampaignsApi {
         .bind(&reasons)
         .bind(&counts)
         .bind(done)
-        .bind(&self.replica)
+        .bind(owner)
         .bind(LEASE_SECS)
         .fetch_optional(&mut *tx)
         .await?
@@ -683,7 +696,7 @@ impl CampaignsApi {
                 sqlx::query("UPDATE campaigns.campaign_runs SET lease_until = NULL WHERE tenant_id = $1 AND id = $2 AND lease_owner = $3")
                     .bind(tenant)
                     .bind(run.id)
-                    .bind(&self.replica)
+                    .bind(owner)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await.map_err(cos_db::DbError::from)?;
@@ -692,27 +705,57 @@ impl CampaignsApi {
         }
     }
 
-    /// Completes running campaigns whose delivery job is done (any tenant).
+    /// Records why a fan-out pass failed (shown to the on-call engineer in the run row).
+    async fn note_fan_out_error(&self, tenant: Uuid, run: Uuid, error: &str) {
+        let noted = async {
+            let mut tx = self.db.tenant_tx(tenant).await?;
+            sqlx::query("UPDATE campaigns.campaign_runs SET last_error = $3 WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant)
+                .bind(run)
+                .bind(error.chars().take(1000).collect::<String>())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await.map_err(cos_db::DbError::from)?;
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(e) = noted {
+            tracing::warn!(%run, error = %e, "could not record the fan-out error");
+        }
+    }
+
+    /// Completes running campaigns whose delivery job is done (any tenant); seals jobs whose
+    /// seal did not get through when their fan-out ended.
     async fn complete_finished(&self) -> Result<usize> {
         let mut tx = self.db.system_tx("find fanned-out campaign runs").await?;
-        let runs: Vec<(Uuid, Uuid, Uuid)> = sqlx::query_as(
-            "SELECT r.tenant_id, r.id, r.campaign_id FROM campaigns.campaign_runs r
+        let runs: Vec<(Uuid, Uuid, Uuid, i64, i64)> = sqlx::query_as(
+            "SELECT r.tenant_id, r.id, r.campaign_id, r.batches, r.published
+               FROM campaigns.campaign_runs r
                JOIN campaigns.campaigns c ON c.tenant_id = r.tenant_id AND c.id = r.campaign_id
               WHERE r.status = 'fanned_out' AND c.status = 'running'
-              ORDER BY r.fanned_out_at LIMIT 50",
+              ORDER BY r.fanned_out_at LIMIT 1000",
         )
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await.map_err(cos_db::DbError::from)?;
         let mut done = 0;
-        for (tenant, run, campaign) in runs {
-            let job = match self.publishing.job(tenant, run).await {
+        for (tenant, run, campaign, batches, published) in runs {
+            let mut job = match self.publishing.job(tenant, run).await {
                 Ok(j) => j,
                 Err(e) => {
                     tracing::warn!(%tenant, %run, error = %e, "cannot read the delivery job");
                     continue;
                 }
             };
+            if !job.sealed {
+                match self.publishing.seal(tenant, run, batches, published).await {
+                    Ok(j) => job = j,
+                    Err(e) => {
+                        tracing::warn!(%tenant, %run, error = %e, "sealing the delivery job failed; retried next pass");
+                        continue;
+                    }
+                }
+            }
             if job.state != "completed" {
                 continue;
             }
@@ -758,16 +801,17 @@ impl CampaignsApi {
     }
 
     /// Claims due scheduled campaigns (any tenant) for a launch by this replica.
-    async fn claim_due(&self) -> Result<Vec<(Uuid, Uuid)>> {
+    async fn claim_due(&self) -> Result<Vec<(Uuid, Uuid, Uuid)>> {
         let mut tx = self.db.system_tx("claim due scheduled campaigns").await?;
-        let due: Vec<(Uuid, Uuid)> = sqlx::query_as(
-            "UPDATE campaigns.campaigns SET launch_claimed_until = now() + interval '2 minutes'
+        let due: Vec<(Uuid, Uuid, Uuid)> = sqlx::query_as(
+            "UPDATE campaigns.campaigns
+                SET launch_claimed_until = now() + interval '10 minutes', launch_claim = gen_random_uuid()
               WHERE (tenant_id, id) IN (
                     SELECT tenant_id, id FROM campaigns.campaigns
                      WHERE status = 'scheduled' AND deleted_at IS NULL AND send_at <= now()
                        AND (launch_claimed_until IS NULL OR launch_claimed_until < now())
                      ORDER BY send_at LIMIT 5 FOR UPDATE SKIP LOCKED)
-              RETURNING tenant_id, id",
+              RETURNING tenant_id, id, launch_claim",
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -777,12 +821,26 @@ impl CampaignsApi {
 
     /// A scheduled launch was refused for a reason a person must fix (quota, no connection, an
     /// empty target): back to draft with the reason, so it is not retried forever.
-    async fn schedule_failed(&self, tenant: Uuid, id: Uuid, reason: &str) -> Result<()> {
+    async fn schedule_failed(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        claim: Uuid,
+        reason: &str,
+    ) -> Result<()> {
         let mut tx = self.db.tenant_tx(tenant).await?;
         let Some(row) = store::get(&mut tx, tenant, id, true).await? else {
             return Ok(());
         };
-        if row.status != CampaignStatus::Scheduled.as_str() {
+        let still_ours: bool = sqlx::query_scalar(
+            "SELECT launch_claim IS NOT DISTINCT FROM $3 FROM campaigns.campaigns WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(claim)
+        .fetch_one(&mut *tx)
+        .await?;
+        if row.status != CampaignStatus::Scheduled.as_str() || !still_ours {
             return Ok(());
         }
         let updated = store::set_status(
@@ -793,7 +851,7 @@ impl CampaignsApi {
             ScheduleChange::Clear,
         )
         .await?;
-        sqlx::query("UPDATE campaigns.campaigns SET last_error = $3, launch_claimed_until = NULL WHERE tenant_id = $1 AND id = $2")
+        sqlx::query("UPDATE campaigns.campaigns SET last_error = $3, launch_claimed_until = NULL, launch_claim = NULL WHERE tenant_id = $1 AND id = $2")
             .bind(tenant)
             .bind(id)
             .bind(reason.chars().take(1000).collect::<String>())
@@ -820,7 +878,7 @@ impl CampaignsApi {
     async fn launch_due(self: &Arc<Self>) -> Result<usize> {
         let due = self.claim_due().await?;
         let n = due.len();
-        for (tenant, id) in due {
+        for (tenant, id, claim) in due {
             let who = Launcher {
                 tenant,
                 user: Uuid::nil(),
@@ -829,7 +887,7 @@ impl CampaignsApi {
                 Ok(_) => {}
                 Err(Error::Client(e)) if e.code != cos_errors::ErrorCode::Unavailable => {
                     tracing::warn!(%tenant, campaign = %id, error = %e, "scheduled launch refused; back to draft");
-                    self.schedule_failed(tenant, id, &e.message).await?;
+                    self.schedule_failed(tenant, id, claim, &e.message).await?;
                 }
                 Err(e) => {
                     tracing::warn!(%tenant, campaign = %id, error = %e, "scheduled launch failed; retried in 2 minutes");
@@ -858,12 +916,13 @@ pub async fn run(api: Arc<CampaignsApi>, shutdown: CancellationToken) -> anyhow:
         }
         while let Ok(permit) = slots.clone().try_acquire_owned() {
             match api.claim_fan_out().await {
-                Ok(Some(run)) => {
+                Ok(Some((run, owner))) => {
                     let api = api.clone();
                     fan_outs.spawn(async move {
-                        let id = run.id;
-                        if let Err(e) = api.fan_out(run).await {
-                            tracing::warn!(run = %id, error = %e, "fan-out failed; another pass continues from its checkpoint");
+                        let (id, tenant) = (run.id, run.tenant_id);
+                        if let Err(e) = api.fan_out(run, &owner).await {
+                            tracing::warn!(run = %id, error = %e, "fan-out failed; it is tried again from its last checkpoint when its lease expires (campaign_runs.last_error)");
+                            api.note_fan_out_error(tenant, id, &e.to_string()).await;
                         }
                         drop(permit);
                     });

@@ -88,7 +88,8 @@ CREATE TABLE publishing.parked_batches (
 
 -- One row per (campaign, variant, contact, channel): the claim that makes a redelivered batch
 -- send nothing twice. `pending` = claimed and being sent (claimed_at is the lease), then sent,
--- failed or retrying (next_attempt_at; `payload` keeps the recipient for the retry). Sandbox
+-- failed or retrying (next_attempt_at; `payload` keeps the recipient for the retry). A send
+-- renews the claim right before it starts, so a lease only has to outlast one send. Sandbox
 -- deliveries keep the rendered message in `rendered`. Test sends (`is_test`) are outside the
 -- uniqueness rule and have no run.
 CREATE TABLE publishing.deliveries (
@@ -110,6 +111,9 @@ CREATE TABLE publishing.deliveries (
     payload              bytea,
     rendered             jsonb,
     claimed_at           timestamptz NOT NULL DEFAULT now(),
+    -- Who holds a `pending` claim: each claim (a batch's, the sweeper's) has its own token, and
+    -- only the holder may renew it, send and record the outcome.
+    claim_token          uuid,
     next_attempt_at      timestamptz,
     created_at           timestamptz NOT NULL DEFAULT now(),
     sent_at              timestamptz,

@@ -90,6 +90,13 @@ fn domain_of(address: &str) -> &str {
 
 impl Engine {
     fn unsubscribe_url(&self, job: &Job, contact: Uuid, channel: &str) -> String {
+        // A test send goes to whatever address the marketer typed: its link must not be able to
+        // unsubscribe the real contact it was rendered for.
+        let contact = if job.run_id.is_nil() {
+            Uuid::nil()
+        } else {
+            contact
+        };
         let token = self.signer.sign(&UnsubscribeClaims {
             tenant_id: job.tenant,
             contact_id: contact,
@@ -247,10 +254,6 @@ impl Engine {
         rendered: &Rendered,
         delivery_id: Uuid,
     ) -> std::result::Result<SendReceipt, SendError> {
-        if let Some(id) = conn.id {
-            let rate = conn.rate_per_second;
-            self.limiter.acquire(id, rate, rate.max(1)).await;
-        }
         match (&conn.sender, rendered) {
             (Sender::Smtp { sender, .. }, Rendered::Email(e)) => sender.send(e).await,
             (Sender::Webhook(target), Rendered::Webhook(body)) => {
@@ -282,7 +285,10 @@ impl Engine {
             return Ok(BatchOutcome::Dropped);
         };
         match job.cached_state().as_deref().unwrap_or("active") {
-            "active" => {}
+            // A completed job can still receive a batch the fan-out published twice (a crash
+            // between publishing and its checkpoint, with the audience changed in between):
+            // its new recipients are sent; the delivery rows skip everyone else.
+            "active" | "completed" => {}
             "paused" => {
                 self.park(&job, batch.seq, raw).await?;
                 return Ok(BatchOutcome::Parked);
@@ -436,19 +442,21 @@ impl Engine {
             by_contact.insert(contact_id, r);
         }
         let scope = Self::scope(job, channel, conn, batch.seq);
+        let token = Uuid::new_v4();
         let mut tx = self.db.tenant_tx(job.tenant).await?;
         let claimed = store::claim_pending(
             &mut tx,
             &scope,
             &rows,
             self.config.claim_lease.as_secs_f64(),
+            token,
         )
         .await?;
         tx.commit().await?;
         let paused = std::sync::atomic::AtomicBool::new(false);
         let unsent = std::sync::Mutex::new(Vec::new());
         let results = futures::stream::iter(claimed)
-            .map(|(id, contact, attempts)| {
+            .map(|(id, contact)| {
                 let r = by_contact.get(&contact).copied();
                 let paused = &paused;
                 let unsent = &unsent;
@@ -461,7 +469,7 @@ impl Engine {
                         unsent.lock().unwrap_or_else(|e| e.into_inner()).push(id);
                         return Ok(());
                     }
-                    self.attempt(job, channel, conn, id, r, attempts).await
+                    self.attempt(job, channel, conn, id, r, token).await
                 }
             })
             .buffer_unordered(self.config.send_concurrency)
@@ -473,7 +481,7 @@ impl Engine {
         let unsent = unsent.into_inner().unwrap_or_else(|e| e.into_inner());
         if !unsent.is_empty() {
             let mut tx = self.db.tenant_tx(job.tenant).await?;
-            store::release_claims(&mut tx, job.tenant, &unsent).await?;
+            store::release_claims(&mut tx, job.tenant, &unsent, token).await?;
             tx.commit().await?;
             return Ok(true);
         }
@@ -493,10 +501,12 @@ impl Engine {
                 s
             }
         };
-        Ok(state != "active")
+        Ok(state != "active" && state != "completed")
     }
 
-    /// One attempt for a claimed (`pending`) delivery, recorded with counters and event.
+    /// One attempt for a delivery claimed under `token`: waits for the connection's rate
+    /// limit, renews the claim (skipping the row if another worker took it over meanwhile),
+    /// sends, and records the outcome with counters and event.
     pub async fn attempt(
         &self,
         job: &Job,
@@ -504,8 +514,24 @@ impl Engine {
         conn: &Connection,
         id: Uuid,
         r: &pb::Recipient,
-        attempts: i32,
+        token: Uuid,
     ) -> Result<()> {
+        if let Some(cid) = conn.id {
+            let rate = conn.rate_per_second;
+            self.limiter.acquire(cid, rate, rate.max(1)).await;
+        }
+        let attempts = {
+            let mut tx = self.db.tenant_tx(job.tenant).await?;
+            let n = store::touch_claim(&mut tx, job.tenant, id, token).await?;
+            tx.commit().await?;
+            match n {
+                Some(n) => n,
+                None => {
+                    tracing::info!(delivery_id = %id, "delivery claimed by another worker; not sent here");
+                    return Ok(());
+                }
+            }
+        };
         let result = match self.render(job, channel, conn, r, id) {
             Ok(rendered) => self.send(conn, &rendered, id).await,
             Err(reason) => Err(SendError::permanent(reason)),
@@ -551,7 +577,7 @@ impl Engine {
         let mut tries = 0;
         loop {
             match self
-                .record(job, channel, id, r, &outcome, &error_text)
+                .record(job, channel, id, token, r, &outcome, &error_text)
                 .await
             {
                 Ok(()) => break,
@@ -579,17 +605,19 @@ impl Engine {
 
     /// Writes the outcome of an attempt with the job's counters and the event, in one
     /// transaction.
+    #[allow(clippy::too_many_arguments)]
     async fn record(
         &self,
         job: &Job,
         channel: &str,
         id: Uuid,
+        token: Uuid,
         r: &pb::Recipient,
         outcome: &Outcome<'_>,
         error_text: &str,
     ) -> Result<()> {
         let mut tx = self.db.tenant_tx(job.tenant).await?;
-        if store::record_outcome(&mut tx, job.tenant, id, outcome)
+        if store::record_outcome(&mut tx, job.tenant, id, Some(token), outcome)
             .await?
             .is_some()
         {
@@ -647,65 +675,63 @@ impl Engine {
         }
     }
 
-    /// Sends due retries and takes over abandoned claims (any tenant). Returns how many.
+    /// Sends due retries and takes over abandoned claims (active jobs, any tenant). Returns how
+    /// many were claimed. A row that cannot be processed fails with the reason instead of
+    /// blocking the others.
     pub async fn retry_due(&self) -> Result<usize> {
+        let token = Uuid::new_v4();
         let mut tx = self.db.system_tx("claim due delivery retries").await?;
         let due =
-            store::claim_due_retries(&mut tx, self.config.claim_lease.as_secs_f64(), 50).await?;
+            store::claim_due_retries(&mut tx, self.config.claim_lease.as_secs_f64(), 50, token)
+                .await?;
         tx.commit().await?;
         let n = due.len();
-        for (tenant, id, run_id, channel, _conn, payload, attempts, was_retrying) in due {
-            let recipient = payload.as_deref().map(pb::Recipient::decode);
-            let job = match run_id {
-                Some(run) => self.jobs.get(tenant, run).await?,
-                None => None,
-            };
-            let (Some(job), Some(Ok(r))) = (job, recipient) else {
-                let mut tx = self.db.tenant_tx(tenant).await?;
-                store::record_outcome(
-                    &mut tx,
-                    tenant,
-                    id,
-                    &Outcome::Failed {
-                        error: "the delivery's job or recipient is gone",
-                    },
-                )
-                .await?;
-                tx.commit().await?;
-                continue;
-            };
-            if was_retrying {
-                let mut tx = self.db.tenant_tx(tenant).await?;
-                store::bump_counters(&mut tx, tenant, job.run_id, 0, 0, -1, &[]).await?;
-                tx.commit().await?;
+        for d in due {
+            if let Err(e) = self.retry_one(&d, token).await {
+                // The claim stays; the row is taken over again after the lease.
+                tracing::warn!(delivery_id = %d.id, tenant = %d.tenant_id, error = %e, "retrying a delivery failed; it is tried again after the claim lease");
             }
-            let Some((_, conn)) = job.channels.iter().find(|(c, _)| *c == channel) else {
-                continue;
-            };
-            if self.is_paused(&job).await? {
-                // Back to retrying a little later; the counters follow.
-                let mut tx = self.db.tenant_tx(tenant).await?;
-                let at = Utc::now() + chrono::Duration::seconds(5);
-                if store::record_outcome(
-                    &mut tx,
-                    tenant,
-                    id,
-                    &Outcome::Retry {
-                        error: "job paused",
-                        at,
-                    },
-                )
-                .await?
-                .is_some()
-                {
-                    store::bump_counters(&mut tx, tenant, job.run_id, 0, 0, 1, &[]).await?;
-                }
-                tx.commit().await?;
-                continue;
-            }
-            self.attempt(&job, &channel, conn, id, &r, attempts).await?;
         }
         Ok(n)
+    }
+
+    async fn retry_one(&self, d: &store::DueDelivery, token: Uuid) -> Result<()> {
+        let job = match d.run_id {
+            Some(run) => self.jobs.get(d.tenant_id, run).await?,
+            None => None,
+        };
+        let recipient = d.payload.as_deref().map(pb::Recipient::decode);
+        let conn = job
+            .as_ref()
+            .and_then(|j| j.channels.iter().find(|(c, _)| *c == d.channel))
+            .map(|(_, c)| c.clone());
+        let (Some(job), Some(Ok(r)), Some(conn)) = (job, recipient, conn) else {
+            let mut tx = self.db.tenant_tx(d.tenant_id).await?;
+            if let Some(Some(run)) = store::record_outcome(
+                &mut tx,
+                d.tenant_id,
+                d.id,
+                Some(token),
+                &Outcome::Failed {
+                    error: "the delivery's job, channel or recipient is gone",
+                },
+            )
+            .await?
+            {
+                store::bump_counters(&mut tx, d.tenant_id, run, 0, 1, 0, &[]).await?;
+                store::maybe_complete(&mut tx, d.tenant_id, run).await?;
+            }
+            tx.commit().await?;
+            return Ok(());
+        };
+        if self.is_paused(&job).await? && job.cached_state().as_deref() != Some("completed") {
+            // Paused since the claim: give it back; the sweep takes it again after a resume.
+            let mut tx = self.db.tenant_tx(d.tenant_id).await?;
+            store::release_claims(&mut tx, d.tenant_id, &[d.id], token).await?;
+            tx.commit().await?;
+            return Ok(());
+        }
+        self.attempt(&job, &d.channel, &conn, d.id, &r, token).await
     }
 
     /// Completes sealed jobs whose last delivery finished outside a batch (retries).

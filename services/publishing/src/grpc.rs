@@ -707,6 +707,13 @@ impl PublishingService for PublishingGrpc {
                 "this unsubscribe link is not valid (it may have been cut or altered)",
             )
         })?;
+        if claims.contact_id.is_nil() {
+            // The link of a test send: there is no contact behind it.
+            return Ok(Response::new(pb::UnsubscribeResponse {
+                channel: claims.channel,
+                changed: false,
+            }));
+        }
         let changed = api
             .segmentation_unsubscribe(claims.tenant_id, claims.contact_id, &claims.channel)
             .await?;
@@ -890,6 +897,10 @@ impl PublishingService for PublishingGrpc {
             }
             _ => store::set_job_state(&mut tx, tenant, run_id, state).await?,
         }
+        if state == "cancelled" {
+            // Deliveries waiting for a retry will not be retried.
+            store::fail_open_deliveries(&mut tx, tenant, run_id, "campaign cancelled").await?;
+        }
         if state == "active" {
             store::maybe_complete(&mut tx, tenant, run_id).await?;
         }
@@ -1015,7 +1026,7 @@ impl PublishingService for PublishingGrpc {
         } else {
             store::Outcome::Failed { error: &error }
         };
-        store::record_outcome(&mut tx, tenant, id, &outcome).await?;
+        store::record_outcome(&mut tx, tenant, id, None, &outcome).await?;
         tx.commit().await.map_err(Error::from)?;
         Ok(Response::new(pb::SendTestMessageResponse {
             delivery_id: id.to_string(),

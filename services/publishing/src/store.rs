@@ -650,15 +650,17 @@ pub async fn insert_final(
     .await?)
 }
 
-/// Claims rows to send (SMTP, webhook): inserts `pending` rows, and takes over existing
-/// `pending` rows whose claim is older than `lease` (a crashed worker's). Returns
-/// (id, contact_id, attempts) of the rows this call owns now.
+/// Claims rows to send (SMTP, webhook) under `token`: inserts `pending` rows, and takes over
+/// existing `pending` rows whose claim is older than `lease` (a crashed worker's). Returns
+/// (id, contact_id) of the rows this call owns now. Nothing is sent on a claim alone: each
+/// send first renews it with [`touch_claim`].
 pub async fn claim_pending(
     conn: &mut PgConnection,
     scope: &DeliveryScope,
     rows: &[NewDelivery],
     lease_secs: f64,
-) -> Result<Vec<(Uuid, Uuid, i32)>> {
+    token: Uuid,
+) -> Result<Vec<(Uuid, Uuid)>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -670,14 +672,15 @@ pub async fn claim_pending(
     Ok(sqlx::query_as(
         "INSERT INTO publishing.deliveries AS d
              (tenant_id, id, run_id, campaign_id, contact_id, channel, variant, connection_id,
-              batch_seq, status, attempts, recipient, payload)
-         SELECT $1, u.id, $2, $3, u.contact, $4, u.variant, $5, $6, 'pending', 1, u.recipient, u.payload
+              batch_seq, status, attempts, recipient, payload, claim_token)
+         SELECT $1, u.id, $2, $3, u.contact, $4, u.variant, $5, $6, 'pending', 0, u.recipient,
+                u.payload, $13
            FROM unnest($7::uuid[], $8::uuid[], $9::text[], $10::text[], $11::bytea[])
                 AS u(id, contact, variant, recipient, payload)
          ON CONFLICT (campaign_id, variant, contact_id, channel) WHERE NOT is_test
-         DO UPDATE SET claimed_at = now(), attempts = d.attempts + 1
+         DO UPDATE SET claimed_at = now(), claim_token = $13
                WHERE d.status = 'pending' AND d.claimed_at < now() - make_interval(secs => $12)
-         RETURNING d.id, d.contact_id, d.attempts",
+         RETURNING d.id, d.contact_id",
     )
     .bind(scope.tenant)
     .bind(scope.run_id)
@@ -691,17 +694,48 @@ pub async fn claim_pending(
     .bind(&recipients)
     .bind(&payloads)
     .bind(lease_secs)
+    .bind(token)
     .fetch_all(conn)
     .await?)
 }
 
-/// Gives back claims that were not attempted (the job was paused mid-batch).
-pub async fn release_claims(conn: &mut PgConnection, tenant: Uuid, ids: &[Uuid]) -> Result<()> {
+/// Right before a send: renews the claim (`claimed_at`) and counts the attempt, only while the
+/// row is still `pending` under `token`. Returns the attempt number, or `None` when another
+/// worker took the row over (then this one must not send).
+pub async fn touch_claim(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    id: Uuid,
+    token: Uuid,
+) -> Result<Option<i32>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE publishing.deliveries SET claimed_at = now(), attempts = attempts + 1
+          WHERE tenant_id = $1 AND id = $2 AND status = 'pending' AND claim_token = $3
+          RETURNING attempts",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(token)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Gives back claims that were not attempted (the job was paused mid-batch): they stay
+/// `pending` with their id (the Message-ID / Idempotency-Key) and become immediately
+/// reclaimable.
+pub async fn release_claims(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    ids: &[Uuid],
+    token: Uuid,
+) -> Result<()> {
     sqlx::query(
-        "DELETE FROM publishing.deliveries WHERE tenant_id = $1 AND id = ANY($2) AND status = 'pending'",
+        "UPDATE publishing.deliveries SET claimed_at = '-infinity', claim_token = NULL
+          WHERE tenant_id = $1 AND id = ANY($2) AND status = 'pending' AND claim_token = $3",
     )
     .bind(tenant)
     .bind(ids)
+    .bind(token)
     .execute(conn)
     .await?;
     Ok(())
@@ -714,12 +748,13 @@ pub enum Outcome<'a> {
     Failed { error: &'a str },
 }
 
-/// Records the outcome of an attempt on a `pending` row. Returns false when the row was not
-/// pending any more (someone else finished it).
+/// Records the outcome of an attempt on a row still `pending` under `token` (`None`: test
+/// sends, which have none). Returns `None` when the row was not ours any more.
 pub async fn record_outcome(
     conn: &mut PgConnection,
     tenant: Uuid,
     id: Uuid,
+    token: Option<Uuid>,
     outcome: &Outcome<'_>,
 ) -> Result<Option<Option<Uuid>>> {
     let (status, pmid, error, next): (&str, &str, &str, Option<DateTime<Utc>>) = match outcome {
@@ -733,8 +768,10 @@ pub async fn record_outcome(
         "UPDATE publishing.deliveries
             SET status = $3, provider_message_id = $4, error = $5, next_attempt_at = $6,
                 sent_at = CASE WHEN $3 = 'sent' THEN now() END,
-                payload = CASE WHEN $3 = 'retrying' THEN payload END
+                payload = CASE WHEN $3 = 'retrying' THEN payload END,
+                claim_token = NULL
           WHERE tenant_id = $1 AND id = $2 AND status = 'pending'
+            AND claim_token IS NOT DISTINCT FROM $7
           RETURNING run_id",
     )
     .bind(tenant)
@@ -743,50 +780,97 @@ pub async fn record_outcome(
     .bind(pmid)
     .bind(error)
     .bind(next)
+    .bind(token)
     .fetch_optional(conn)
     .await?;
     Ok(run)
 }
 
-/// Due retries and abandoned claims, any tenant (system transaction): re-claimed as `pending`
-/// for this worker. Returns (tenant, id, run_id, channel, connection, payload, attempts,
-/// was_retrying).
-#[allow(clippy::type_complexity)]
+/// One due retry or abandoned claim, re-claimed for this worker.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DueDelivery {
+    pub tenant_id: Uuid,
+    pub id: Uuid,
+    pub run_id: Option<Uuid>,
+    pub channel: String,
+    pub payload: Option<Vec<u8>>,
+    pub was_retrying: bool,
+}
+
+/// Due retries and abandoned claims of active jobs, any tenant (system transaction): claimed
+/// as `pending` under `token`, with the jobs' `retrying` counters moved in the same
+/// transaction. Paused and cancelled jobs' rows wait (see [`fail_open_deliveries`]).
 pub async fn claim_due_retries(
     conn: &mut PgConnection,
     lease_secs: f64,
     limit: i64,
-) -> Result<
-    Vec<(
-        Uuid,
-        Uuid,
-        Option<Uuid>,
-        String,
-        Option<Uuid>,
-        Option<Vec<u8>>,
-        i32,
-        bool,
-    )>,
-> {
-    Ok(sqlx::query_as(
+    token: Uuid,
+) -> Result<Vec<DueDelivery>> {
+    let due: Vec<DueDelivery> = sqlx::query_as(
         "WITH due AS (
-             SELECT tenant_id, id, status FROM publishing.deliveries
-              WHERE (status = 'retrying' AND next_attempt_at <= now())
-                 OR (status = 'pending' AND NOT is_test
-                     AND claimed_at < now() - make_interval(secs => $1))
-              LIMIT $2 FOR UPDATE SKIP LOCKED)
+             SELECT d.tenant_id, d.id, d.status FROM publishing.deliveries d
+               JOIN publishing.delivery_jobs j ON j.tenant_id = d.tenant_id AND j.run_id = d.run_id
+              WHERE j.state IN ('active', 'completed')
+                AND ((d.status = 'retrying' AND d.next_attempt_at <= now())
+                     OR (d.status = 'pending' AND NOT d.is_test
+                         AND d.claimed_at < now() - make_interval(secs => $1)))
+              LIMIT $2 FOR UPDATE OF d SKIP LOCKED)
          UPDATE publishing.deliveries d
-            SET status = 'pending', claimed_at = now(), attempts = d.attempts + 1,
-                next_attempt_at = NULL
+            SET status = 'pending', claimed_at = now(), claim_token = $3, next_attempt_at = NULL
            FROM due
           WHERE d.tenant_id = due.tenant_id AND d.id = due.id
-          RETURNING d.tenant_id, d.id, d.run_id, d.channel, d.connection_id, d.payload, d.attempts,
-                    due.status = 'retrying'",
+          RETURNING d.tenant_id, d.id, d.run_id, d.channel, d.payload,
+                    due.status = 'retrying' AS was_retrying",
     )
     .bind(lease_secs)
     .bind(limit)
-    .fetch_all(conn)
-    .await?)
+    .bind(token)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut by_run: std::collections::HashMap<(Uuid, Uuid), i64> = std::collections::HashMap::new();
+    for d in due.iter().filter(|d| d.was_retrying) {
+        if let Some(run) = d.run_id {
+            *by_run.entry((d.tenant_id, run)).or_default() += 1;
+        }
+    }
+    for ((tenant, run), n) in by_run {
+        sqlx::query(
+            "UPDATE publishing.delivery_jobs SET retrying = retrying - $3, updated_at = now()
+              WHERE tenant_id = $1 AND run_id = $2",
+        )
+        .bind(tenant)
+        .bind(run)
+        .bind(n)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(due)
+}
+
+/// A cancelled job's deliveries waiting for a retry fail (with the counters moved).
+pub async fn fail_open_deliveries(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    run_id: Uuid,
+    reason: &str,
+) -> Result<i64> {
+    let n: i64 = sqlx::query_scalar(
+        "WITH failed AS (
+             UPDATE publishing.deliveries SET status = 'failed', error = $3, next_attempt_at = NULL,
+                    payload = NULL
+              WHERE tenant_id = $1 AND run_id = $2 AND status = 'retrying'
+              RETURNING 1)
+         SELECT count(*) FROM failed",
+    )
+    .bind(tenant)
+    .bind(run_id)
+    .bind(reason)
+    .fetch_one(&mut *conn)
+    .await?;
+    if n > 0 {
+        bump_counters(conn, tenant, run_id, 0, n, -n, &[]).await?;
+    }
+    Ok(n)
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
