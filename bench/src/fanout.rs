@@ -36,7 +36,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::segmentation::{data, mib, reset_peak_rss, rss_kib, runtime};
+use crate::segmentation::{data, mib, reset_peak_rss, rss_kib, runtime, sign_in_as};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
@@ -66,7 +66,6 @@ pub struct Args {
     set: Vec<String>,
 }
 
-const PASSWORD: &str = "correct horse battery staple";
 /// A fixed key ring: the database outlives a run. Benchmark data only.
 const KEYRING: &str = "benchfan1:Y29zLWJlbmNoLWZhbm91dC1rZXktMzJieXRlcy0hISE=";
 const TARGET_RATIO: f64 = 0.5;
@@ -323,41 +322,6 @@ impl Launch {
     }
 }
 
-async fn sign_in(
-    http: &reqwest::Client,
-    gateway: &str,
-    email: &str,
-) -> anyhow::Result<(String, Uuid)> {
-    let resp = http
-        .post(format!("{gateway}/v1/auth/login"))
-        .json(&json!({"email": email, "password": PASSWORD}))
-        .send()
-        .await?;
-    let (status, mut body): (_, Value) = (resp.status(), resp.json().await?);
-    if status != reqwest::StatusCode::OK {
-        let resp = http
-            .post(format!("{gateway}/v1/auth/register"))
-            .json(&json!({"email": email, "password": PASSWORD,
-                          "display_name": "Fan-out Bench", "tenant_name": "Fan-out Bench"}))
-            .send()
-            .await?;
-        let status = resp.status();
-        body = resp.json().await?;
-        if status != reqwest::StatusCode::CREATED {
-            bail!("register: HTTP {status}: {body}");
-        }
-    }
-    let token = body["tokens"]["access_token"]
-        .as_str()
-        .context("no access token")?
-        .to_owned();
-    let tenant = body["tenant"]["id"]
-        .as_str()
-        .and_then(|s| Uuid::parse_str(s).ok())
-        .context("no tenant id")?;
-    Ok((token, tenant))
-}
-
 async fn launch(
     args: &Args,
     url: &str,
@@ -369,7 +333,8 @@ async fn launch(
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(600))
         .build()?;
-    let (token, tenant) = sign_in(&http, &gateway, "fanout-bench@bench.test").await?;
+    let (token, tenant) =
+        sign_in_as(&http, &gateway, "fanout-bench@bench.test", "Fan-out Bench").await?;
     let owner = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(data::ACQUIRE_TIMEOUT)

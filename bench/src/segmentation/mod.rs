@@ -175,9 +175,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// Signs in as the benchmark user (registering it the first time); returns (token, tenant).
 async fn sign_in(http: &reqwest::Client, gateway: &str) -> anyhow::Result<(String, Uuid)> {
+    sign_in_as(http, gateway, EMAIL, "Segmentation Bench").await
+}
+
+/// Signs in as `email` (registering it, with a workspace called `name`, the first time);
+/// returns (token, tenant).
+pub(crate) async fn sign_in_as(
+    http: &reqwest::Client,
+    gateway: &str,
+    email: &str,
+    name: &str,
+) -> anyhow::Result<(String, Uuid)> {
     let resp = http
         .post(format!("{gateway}/v1/auth/login"))
-        .json(&json!({"email": EMAIL, "password": PASSWORD}))
+        .json(&json!({"email": email, "password": PASSWORD}))
         .send()
         .await?;
     let (status, mut body): (_, Value) = (resp.status(), resp.json().await?);
@@ -185,10 +196,10 @@ async fn sign_in(http: &reqwest::Client, gateway: &str) -> anyhow::Result<(Strin
         let resp = http
             .post(format!("{gateway}/v1/auth/register"))
             .json(&json!({
-                "email": EMAIL,
+                "email": email,
                 "password": PASSWORD,
-                "display_name": "Segmentation Bench",
-                "tenant_name": "Segmentation Bench",
+                "display_name": name,
+                "tenant_name": name,
             }))
             .send()
             .await?;

@@ -70,6 +70,19 @@ fn caller<T>(req: &Request<T>) -> Result<Caller> {
     })
 }
 
+/// The caller as a launcher, and the campaign a lifecycle request names.
+fn launcher_of(
+    req: &Request<pb::TransitionRequest>,
+) -> Result<(crate::launch::Launcher, Uuid, i64)> {
+    let c = caller(req)?;
+    let id = parse_uuid("campaign_id", &req.get_ref().campaign_id)?;
+    let who = crate::launch::Launcher {
+        tenant: c.tenant,
+        user: c.user,
+    };
+    Ok((who, id, req.get_ref().version))
+}
+
 pub(crate) fn parse_uuid(field: &str, raw: &str) -> Result<Uuid> {
     if raw.trim().is_empty() {
         return Err(ServiceError::invalid(field, "is required").into());
@@ -1077,13 +1090,7 @@ impl CampaignsService for CampaignsGrpc {
         &self,
         req: Request<pb::TransitionRequest>,
     ) -> Result<Response<pb::Campaign>, Status> {
-        let c = caller(&req)?;
-        let id = parse_uuid("campaign_id", &req.get_ref().campaign_id)?;
-        let who = crate::launch::Launcher {
-            tenant: c.tenant,
-            user: c.user,
-        };
-        let version = req.get_ref().version;
+        let (who, id, version) = launcher_of(&req)?;
         // The launch runs to its end even if the caller goes away: it holds quota and a delivery
         // job until it commits or gives them back.
         let api = self.0.clone();
@@ -1097,13 +1104,8 @@ impl CampaignsService for CampaignsGrpc {
         &self,
         req: Request<pb::TransitionRequest>,
     ) -> Result<Response<pb::Campaign>, Status> {
-        let c = caller(&req)?;
-        let id = parse_uuid("campaign_id", &req.get_ref().campaign_id)?;
-        let who = crate::launch::Launcher {
-            tenant: c.tenant,
-            user: c.user,
-        };
-        let row = self.0.pause(who, id, req.get_ref().version).await?;
+        let (who, id, version) = launcher_of(&req)?;
+        let row = self.0.pause(who, id, version).await?;
         Ok(Response::new(campaign_pb(&row)))
     }
 
@@ -1111,13 +1113,8 @@ impl CampaignsService for CampaignsGrpc {
         &self,
         req: Request<pb::TransitionRequest>,
     ) -> Result<Response<pb::Campaign>, Status> {
-        let c = caller(&req)?;
-        let id = parse_uuid("campaign_id", &req.get_ref().campaign_id)?;
-        let who = crate::launch::Launcher {
-            tenant: c.tenant,
-            user: c.user,
-        };
-        let row = self.0.resume(who, id, req.get_ref().version).await?;
+        let (who, id, version) = launcher_of(&req)?;
+        let row = self.0.resume(who, id, version).await?;
         Ok(Response::new(campaign_pb(&row)))
     }
 

@@ -304,6 +304,17 @@ fn content_of(c: Option<&pb::JobContent>) -> Content {
     }
 }
 
+/// A unique violation on the connection name is the caller's 409, naming `name`.
+fn name_taken(e: Error) -> Error {
+    match &e {
+        Error::Sqlx(s) if cos_db::unique_violation(s).is_some() => Error::from(
+            ServiceError::already_exists("a channel connection with this name exists")
+                .with_violation("name", "is already used by another connection"),
+        ),
+        _ => e,
+    }
+}
+
 fn serves(row: &ConnectionRow, channel: &str) -> bool {
     row.channels.iter().any(|c| c == channel)
 }
@@ -427,13 +438,7 @@ impl PublishingService for PublishingGrpc {
             },
         )
         .await
-        .map_err(|e| match &e {
-            Error::Sqlx(s) if cos_db::unique_violation(s).is_some() => Error::from(
-                ServiceError::already_exists("a channel connection with this name exists")
-                    .with_violation("name", "is already used by another connection"),
-            ),
-            _ => e,
-        })?;
+        .map_err(name_taken)?;
         if r.is_default {
             store::clear_defaults(&mut tx, tenant, id, &channels).await?;
         }
@@ -551,13 +556,7 @@ impl PublishingService for PublishingGrpc {
             },
         )
         .await
-        .map_err(|e| match &e {
-            Error::Sqlx(s) if cos_db::unique_violation(s).is_some() => Error::from(
-                ServiceError::already_exists("a channel connection with this name exists")
-                    .with_violation("name", "is already used by another connection"),
-            ),
-            _ => e,
-        })?;
+        .map_err(name_taken)?;
         if is_default && !row.is_default {
             store::clear_defaults(&mut tx, tenant, id, &row.channels).await?;
         }
