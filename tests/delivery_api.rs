@@ -633,6 +633,24 @@ async fn launch_guards_quota_connections_isolation_and_bad_input() {
         .get(&format!("/v1/campaigns/{id3}/progress"), Some(&tok))
         .await;
     assert_eq!(num(&p3["sent"]), 0);
+    // Scheduled, the same refusal sends it back to draft with the reason, for the marketer.
+    let (s, b) = t
+        .post(
+            &format!("/v1/campaigns/{id3}:schedule"),
+            Some(&tok),
+            json!({"send_at": in_seconds(2), "time_zone": "UTC"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let back = wait_status(&t, &tok, &id3, "draft", Duration::from_secs(60)).await;
+    assert!(
+        back["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("messages"),
+        "{back}"
+    );
+    assert!(back.get("schedule").is_none_or(Value::is_null), "{back}");
     let sandbox_rows = t
         .count("SELECT count(*) FROM publishing.deliveries WHERE rendered IS NOT NULL")
         .await;

@@ -219,5 +219,6 @@ pub fn campaign_pb(r: &CampaignRow) -> pb::Campaign {
             })
             .unwrap_or_default(),
         duplicated_from: r.duplicated_from.map(|u| u.to_string()).unwrap_or_default(),
+        last_error: r.last_error.clone(),
     }
 }

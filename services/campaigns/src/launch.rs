@@ -483,6 +483,7 @@ impl CampaignsApi {
         out.launched_at = Some(crate::convert::ts(run.launched_at));
         out.completed_at = run.completed_at.map(crate::convert::ts);
         out.quota_granted = run.quota_granted;
+        out.last_error = run.last_error.clone();
         Ok(out)
     }
 

@@ -12,7 +12,7 @@ use crate::error::Result;
 const COLUMNS: &str = "id, name, description, goal, kind, status, channels, platforms,
     target_segment_ids, exclusion_segment_ids, content, budget_amount_minor, budget_currency,
     send_at, time_zone, local_send_at, ambiguous_local_time, variants, owner_user_id,
-    duplicated_from, version, created_at, updated_at";
+    duplicated_from, version, created_at, updated_at, last_error";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CampaignRow {
@@ -39,6 +39,8 @@ pub struct CampaignRow {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Why the last scheduled launch was refused (empty otherwise).
+    pub last_error: String,
 }
 
 /// The editable part of a campaign, already validated.
