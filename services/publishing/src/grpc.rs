@@ -130,6 +130,11 @@ fn connection_pb(r: &ConnectionRow) -> pb::ChannelConnection {
 }
 
 impl PublishingApi {
+    /// A transaction under the tenant's row-level security.
+    async fn tx(&self, tenant: Uuid) -> Result<cos_db::Tx> {
+        Ok(self.engine.db.tenant_tx(tenant).await?)
+    }
+
     fn allow_private(&self) -> bool {
         self.engine.config.allow_private_webhook_targets
     }
@@ -415,7 +420,7 @@ impl PublishingService for PublishingGrpc {
             .map(|s| api.keyring.encrypt(s, &jobs::secret_aad(tenant, id)));
         let settings_json =
             serde_json::to_value(&settings).map_err(|e| Error::Internal(e.to_string()))?;
-        let mut tx = api.engine.db.tenant_tx(tenant).await.map_err(Error::from)?;
+        let mut tx = api.tx(tenant).await?;
         store::lock_connections(&mut tx, tenant).await?;
         if store::count_connections(&mut tx, tenant).await? >= MAX_CONNECTIONS {
             return Err(Error::from(ServiceError::failed_precondition(format!(
@@ -457,13 +462,7 @@ impl PublishingService for PublishingGrpc {
         if !kind.is_empty() && !["smtp", "webhook", "sandbox"].contains(&kind.as_str()) {
             return Err(invalid("kind", "must be smtp, webhook or sandbox").into());
         }
-        let mut tx = self
-            .0
-            .engine
-            .db
-            .tenant_tx(tenant)
-            .await
-            .map_err(Error::from)?;
+        let mut tx = self.0.tx(tenant).await?;
         let rows =
             store::list_connections(&mut tx, tenant, (!kind.is_empty()).then_some(kind.as_str()))
                 .await?;
@@ -479,13 +478,7 @@ impl PublishingService for PublishingGrpc {
     ) -> Result<Response<pb::ChannelConnection>, Status> {
         let tenant = tenant_of(&req)?;
         let id = parse_uuid("connection_id", &req.get_ref().connection_id)?;
-        let mut tx = self
-            .0
-            .engine
-            .db
-            .tenant_tx(tenant)
-            .await
-            .map_err(Error::from)?;
+        let mut tx = self.0.tx(tenant).await?;
         let row = store::get_connection(&mut tx, tenant, id)
             .await?
             .ok_or_else(|| Error::from(ServiceError::not_found("channel connection")))?;
@@ -507,7 +500,7 @@ impl PublishingService for PublishingGrpc {
         if r.rate_per_second.is_some_and(|v| v > 10_000) {
             return Err(invalid("rate_per_second", "must be at most 10000").into());
         }
-        let mut tx = api.engine.db.tenant_tx(tenant).await.map_err(Error::from)?;
+        let mut tx = api.tx(tenant).await?;
         store::lock_connections(&mut tx, tenant).await?;
         let row = store::get_connection(&mut tx, tenant, id)
             .await?
@@ -570,13 +563,7 @@ impl PublishingService for PublishingGrpc {
     ) -> Result<Response<pb::DeleteChannelConnectionResponse>, Status> {
         let tenant = tenant_of(&req)?;
         let id = parse_uuid("connection_id", &req.get_ref().connection_id)?;
-        let mut tx = self
-            .0
-            .engine
-            .db
-            .tenant_tx(tenant)
-            .await
-            .map_err(Error::from)?;
+        let mut tx = self.0.tx(tenant).await?;
         store::lock_connections(&mut tx, tenant).await?;
         if store::get_connection(&mut tx, tenant, id).await?.is_none() {
             return Err(Error::from(ServiceError::not_found("channel connection")).into());
@@ -635,13 +622,7 @@ impl PublishingService for PublishingGrpc {
                     .map_err(|_| invalid("page_token", "is not a token this API returned"))?,
             ),
         };
-        let mut tx = self
-            .0
-            .engine
-            .db
-            .tenant_tx(tenant)
-            .await
-            .map_err(Error::from)?;
+        let mut tx = self.0.tx(tenant).await?;
         let rows = store::list_deliveries(
             &mut tx,
             tenant,
@@ -716,12 +697,7 @@ impl PublishingService for PublishingGrpc {
         let changed = api
             .segmentation_unsubscribe(claims.tenant_id, claims.contact_id, &claims.channel)
             .await?;
-        let mut tx = api
-            .engine
-            .db
-            .tenant_tx(claims.tenant_id)
-            .await
-            .map_err(Error::from)?;
+        let mut tx = api.tx(claims.tenant_id).await?;
         store::insert_unsubscribe(
             &mut tx,
             claims.tenant_id,
@@ -759,13 +735,7 @@ impl PublishingService for PublishingGrpc {
         if r.channels.is_empty() {
             return Err(invalid("channels", "at least one channel is required").into());
         }
-        let mut tx = self
-            .0
-            .engine
-            .db
-            .tenant_tx(tenant)
-            .await
-            .map_err(Error::from)?;
+        let mut tx = self.0.tx(tenant).await?;
         let mut channels = Vec::with_capacity(r.channels.len());
         for (i, c) in r.channels.iter().enumerate() {
             let field = format!("channels[{i}]");
@@ -841,13 +811,7 @@ impl PublishingService for PublishingGrpc {
         if r.batches_total < 0 || r.recipients_total < 0 {
             return Err(invalid("batches_total", "must not be negative").into());
         }
-        let mut tx = self
-            .0
-            .engine
-            .db
-            .tenant_tx(tenant)
-            .await
-            .map_err(Error::from)?;
+        let mut tx = self.0.tx(tenant).await?;
         if store::get_job(&mut tx, tenant, run_id, true)
             .await?
             .is_none()
@@ -875,13 +839,7 @@ impl PublishingService for PublishingGrpc {
         if !["active", "paused", "cancelled"].contains(&state) {
             return Err(invalid("state", "must be active, paused or cancelled").into());
         }
-        let mut tx = self
-            .0
-            .engine
-            .db
-            .tenant_tx(tenant)
-            .await
-            .map_err(Error::from)?;
+        let mut tx = self.0.tx(tenant).await?;
         let job = store::get_job(&mut tx, tenant, run_id, true)
             .await?
             .ok_or_else(|| Error::from(ServiceError::not_found("delivery job")))?;
@@ -919,13 +877,7 @@ impl PublishingService for PublishingGrpc {
     ) -> Result<Response<pb::DeliveryJob>, Status> {
         let tenant = service_tenant(&req)?;
         let run_id = parse_uuid("run_id", &req.get_ref().run_id)?;
-        let mut tx = self
-            .0
-            .engine
-            .db
-            .tenant_tx(tenant)
-            .await
-            .map_err(Error::from)?;
+        let mut tx = self.0.tx(tenant).await?;
         let job = store::get_job(&mut tx, tenant, run_id, false)
             .await?
             .ok_or_else(|| Error::from(ServiceError::not_found("delivery job")))?;
@@ -946,7 +898,7 @@ impl PublishingService for PublishingGrpc {
             return Err(invalid("channel", "must be email, sms, webhook or sandbox").into());
         }
         let api = &self.0;
-        let mut tx = api.engine.db.tenant_tx(tenant).await.map_err(Error::from)?;
+        let mut tx = api.tx(tenant).await?;
         let row = if r.connection_id.trim().is_empty() {
             store::default_connection(&mut tx, tenant, &channel).await?
         } else {
@@ -1017,7 +969,7 @@ impl PublishingService for PublishingGrpc {
             .engine
             .send_test(&job, &channel, &conn, id, &recipient)
             .await;
-        let mut tx = api.engine.db.tenant_tx(tenant).await.map_err(Error::from)?;
+        let mut tx = api.tx(tenant).await?;
         let outcome = if status == "sent" {
             store::Outcome::Sent {
                 provider_message_id: &pmid,
