@@ -787,3 +787,98 @@ async fn a_rate_limited_batch_outlasting_the_claim_lease_still_sends_each_once()
     assert!(sent.iter().all(|d| d["attempts"] == 1), "{sent:?}");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn connection_updates_check_versions_and_fields_and_bad_ids_are_named() {
+    let t = spawn_mesh().await;
+    let tok = big_tenant(&t, "patch@delivery.example").await;
+    let sink = SmtpSink::start().await.unwrap();
+    let id = smtp_connection(&t, &tok, &sink, 0).await;
+    let (_, before) = t
+        .get(&format!("/v1/channel-connections/{id}"), Some(&tok))
+        .await;
+    let version = num(&before["version"]);
+
+    // A stale version is a conflict that says the current one; nothing changes.
+    let (s, b, _) = t
+        .call(
+            Method::PATCH,
+            &format!("/v1/channel-connections/{id}"),
+            Some(&tok),
+            Some(json!({"version": version + 5, "name": "Renamed"})),
+        )
+        .await;
+    assert_problem(s, &b, 409, None);
+    assert_eq!(b["metadata"]["current_version"], version.to_string(), "{b}");
+    // Bad fields are named; nothing changes.
+    for (body, field) in [
+        (json!({"smtp": {"port": 70000}}), "smtp.port"),
+        (json!({"smtp": {"tls": "ssl3"}}), "smtp.tls"),
+        (json!({"smtp": {"from": "nobody"}}), "smtp.from"),
+        (json!({"name": ""}), "name"),
+        (json!({"rate_per_second": 20000}), "rate_per_second"),
+        (
+            json!({"webhook": {"url": "https://x.example/h"}}),
+            "webhook",
+        ),
+    ] {
+        let (s, b, _) = t
+            .call(
+                Method::PATCH,
+                &format!("/v1/channel-connections/{id}"),
+                Some(&tok),
+                Some(body),
+            )
+            .await;
+        assert_problem(s, &b, 422, Some(field));
+    }
+    let (_, after) = t
+        .get(&format!("/v1/channel-connections/{id}"), Some(&tok))
+        .await;
+    assert_eq!(after, before, "nothing was written");
+
+    // A good update keeps the stored password unless a new one is given.
+    let (s, b, _) = t
+        .call(
+            Method::PATCH,
+            &format!("/v1/channel-connections/{id}"),
+            Some(&tok),
+            Some(json!({"version": version, "name": "Renamed", "smtp": {"port": 2525}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["name"], "Renamed");
+    assert_eq!(b["smtp"]["port"], 2525);
+    assert_eq!(b["has_secret"], true);
+
+    // Ids that are not ids are named; unknown ones are 404.
+    let (s, b) = t
+        .post("/v1/campaigns/not-an-id:launch", Some(&tok), json!({}))
+        .await;
+    assert_problem(s, &b, 422, Some("campaign_id"));
+    let (s, b) = t
+        .get("/v1/campaigns/not-an-id/deliveries", Some(&tok))
+        .await;
+    assert_problem(s, &b, 422, Some("campaign_id"));
+    let (s, b) = t.get("/v1/channel-connections/nope", Some(&tok)).await;
+    assert_problem(s, &b, 422, Some("connection_id"));
+    let unknown = uuid::Uuid::new_v4();
+    let (s, b) = t
+        .post(
+            &format!("/v1/campaigns/{unknown}:launch"),
+            Some(&tok),
+            json!({}),
+        )
+        .await;
+    assert_problem(s, &b, 404, None);
+    // A wrong type is a 400 naming the body.
+    let (s, b) = t
+        .post(
+            "/v1/channel-connections",
+            Some(&tok),
+            json!({"name": "x", "kind": "sandbox", "rate_per_second": "fast"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    t.stop().await;
+}
