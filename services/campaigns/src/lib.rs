@@ -75,12 +75,10 @@ impl Campaigns {
         deps: LaunchDeps,
     ) -> anyhow::Result<Self> {
         db.check_owner_bypasses_rls().await?;
-        let segments =
-            segments::Segments::new(&config.segmentation_url, config.segmentation_timeout)?;
-        let audience = audience::AudienceSource::new(
-            lazy_channel(&config.segmentation_url, "segmentation")?,
-            deps.credential.clone(),
-        );
+        // One HTTP/2 connection to segmentation for segment checks, previews and audiences.
+        let segmentation = lazy_channel(&config.segmentation_url, "segmentation")?;
+        let segments = segments::Segments::new(segmentation.clone(), config.segmentation_timeout);
+        let audience = audience::AudienceSource::new(segmentation, deps.credential.clone());
         let publishing = delivery::Publishing::new(
             lazy_channel(&config.publishing_url, "publishing")?,
             deps.credential.clone(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use cos_errors::{ErrorCode, FieldViolation, ServiceError};
 use cos_proto::segmentation::v1 as seg;
 use cos_proto::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -20,18 +20,12 @@ pub struct Segments {
 }
 
 impl Segments {
-    /// A lazy connection to segmentation at `url` (`http://host:port`).
-    pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| anyhow::anyhow!("segmentation URL {url:?}: {e}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .connect_lazy();
-        Ok(Self {
+    /// Segment lookups over `channel` (shared with the audience reader).
+    pub fn new(channel: Channel, timeout: Duration) -> Self {
+        Self {
             grpc: SegmentationServiceClient::new(channel),
             timeout,
-        })
+        }
     }
 
     /// Checks that every id in `targets` and `exclusions` is a live segment the caller can read.
